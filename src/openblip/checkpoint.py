@@ -263,7 +263,9 @@ def detect_config(state: dict[str, torch.Tensor], task: str | None = None) -> Bl
     return BlipConfig(task=task, arch=arch, vision=vision, text=text, **extra)
 
 
-def config_from_official(med_config: str | Path | dict, vit: str = "base", image_size: int = 384, **kw: Any) -> BlipConfig:
+def config_from_official(
+    med_config: str | Path | dict, vit: str = "base", image_size: int = 384, **kw: Any
+) -> BlipConfig:
     """A config from an official ``med_config.json`` (path or dict) plus the ViT settings of the recipe YAML."""
     data = json.loads(Path(med_config).read_text()) if not isinstance(med_config, dict) else med_config
     cfg = get_arch_config(f"blip-{vit}", image_size=image_size, **kw)
@@ -316,7 +318,9 @@ def fit_state_dict(
         first = state[present[0]]
         for other in present[1:]:
             if state[other].shape != first.shape or not torch.equal(state[other], first):
-                raise CheckpointError(f"{source}: {present[0]} and {other} are tied in the model but differ in the file")
+                raise CheckpointError(
+                    f"{source}: {present[0]} and {other} are tied in the model but differ in the file"
+                )
         for k in group:
             state.setdefault(k, first)
 
@@ -332,7 +336,9 @@ def fit_state_dict(
         (k, tuple(state[k].shape), tuple(own[k].shape)) for k in own if k in state and state[k].shape != own[k].shape
     ]
     if strict and not report.ok:
-        raise CheckpointError(f"{source} does not fit {type(model).__name__} ({model.config.task}): {report.problems()}")
+        raise CheckpointError(
+            f"{source} does not fit {type(model).__name__} ({model.config.task}): {report.problems()}"
+        )
     good = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
     with torch.no_grad():
         model.load_state_dict(good, strict=False)
@@ -385,7 +391,9 @@ def load_model(
     if "temp" in dict(model.named_parameters()) and "temp" not in state:
         state = {**state, "temp": torch.tensor(raw.temp if raw.temp is not None else config.temp)}
         if raw.temp is None:
-            report.filled.append(f"temp = {config.temp} (the file has no ITC temperature; 0.07 is BLIP's initial value)")
+            report.filled.append(
+                f"temp = {config.temp} (the file has no ITC temperature; 0.07 is BLIP's initial value)"
+            )
     fitted = fit_state_dict(model, state, strict=strict, for_training=for_training, source=raw.source)
     fitted.filled = report.filled + fitted.filled
     model.eval()
@@ -396,8 +404,15 @@ def load_model(
 def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "half": torch.float16,
+    }
     if dtype not in names:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
     return names[dtype]

@@ -85,7 +85,9 @@ class TextConfig:
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
-            raise ConfigError(f"text.hidden_size {self.hidden_size} is not divisible by text.num_heads {self.num_heads}")
+            raise ConfigError(
+                f"text.hidden_size {self.hidden_size} is not divisible by text.num_heads {self.num_heads}"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TextConfig:

@@ -29,7 +29,10 @@ def lm_loss(
     target = labels[:, 1:]
     if reduction == "mean":
         return F.cross_entropy(
-            shifted.reshape(-1, shifted.shape[-1]), target.reshape(-1), ignore_index=-100, label_smoothing=label_smoothing
+            shifted.reshape(-1, shifted.shape[-1]),
+            target.reshape(-1),
+            ignore_index=-100,
+            label_smoothing=label_smoothing,
         )
     if reduction != "none":
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")

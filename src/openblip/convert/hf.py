@@ -216,5 +216,7 @@ def from_hf_config(data: dict[str, Any], task: str | None = None) -> tuple[BlipC
         pad_token_id=tc.get("pad_token_id", 0),
     )
     arch = data.get("openblip_arch") or ("blip-large" if width == 1024 else "blip-base" if width == 768 else "custom")
-    config = BlipConfig(task=task, arch=arch, vision=vision, text=text, embed_dim=data.get("image_text_hidden_size", 256))
+    config = BlipConfig(
+        task=task, arch=arch, vision=vision, text=text, embed_dim=data.get("image_text_hidden_size", 256)
+    )
     return config, data.get("itc_temp")

@@ -313,7 +313,9 @@ class BlipFeatureExtractor(BlipBase):
         self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         ids = with_first_token(input_ids, "enc")
-        return self.text_encoder(ids, attention_mask=attention_mask, encoder_hidden_states=image_embeds).last_hidden_state
+        return self.text_encoder(
+            ids, attention_mask=attention_mask, encoder_hidden_states=image_embeds
+        ).last_hidden_state
 
     def forward(
         self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None

@@ -1,0 +1,3 @@
+from openblip.cli import main
+
+main()

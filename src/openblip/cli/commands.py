@@ -1,0 +1,261 @@
+"""Command implementations. Heavy imports happen inside each command."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from openblip.cli import EXIT_FAIL, EXIT_OK, EXIT_PARTIAL, fail, main, model_options
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def expand_paths(paths: tuple[str, ...]) -> list[Path]:
+    """Files as given; folders walked recursively for image files, in sorted order."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+def _progress(total: int, label: str):
+    """A progress bar on stderr, shown only when stderr is a terminal (never on stdout)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=label, file=sys.stderr, disable=not sys.stderr.isatty(), unit="img")
+
+
+class RowWriter:
+    """Writes result rows to stdout as jsonl, csv or text."""
+
+    def __init__(self, fmt: str, fields: list[str]) -> None:
+        self.fmt, self.fields = fmt, fields
+        self._csv = None
+        if fmt == "csv":
+            self._csv = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore")
+            self._csv.writeheader()
+
+    def write(self, row: dict) -> None:
+        if self.fmt == "jsonl":
+            click.echo(json.dumps(row, ensure_ascii=False))
+        elif self.fmt == "csv":
+            self._csv.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in self.fields})
+            sys.stdout.flush()
+        else:
+            value = row.get("error")
+            text = f"ERROR {value}" if value else row.get(self.fields[1], "")
+            click.echo(f"{row.get(self.fields[0])}\t{text}")
+
+
+def _load_task(cls_path: str, model: str, device: str, dtype: str, batch_size: int):
+    import importlib
+
+    module, name = cls_path.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    try:
+        return cls(model, device=device, dtype=dtype, batch_size=batch_size)
+    except Exception as e:  # noqa: BLE001 - one clear line for any load failure
+        fail(f"cannot load model {model!r}: {e}")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@model_options(default="blip-base-caption-coco")
+@click.option("--format", "fmt", default="jsonl", show_default=True, type=click.Choice(["jsonl", "csv", "text"]))
+@click.option("--num-beams", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--max-length", default=20, show_default=True, type=click.IntRange(min=1), help="Counts the prompt tokens."
+)
+@click.option(
+    "--min-length", default=5, show_default=True, type=click.IntRange(min=0), help="Counts the prompt tokens."
+)
+@click.option("--max-new-tokens", default=None, type=click.IntRange(min=1), help="Overrides --max-length.")
+@click.option("--sample", is_flag=True, help="Nucleus sampling instead of beam search.")
+@click.option("--top-p", default=0.9, show_default=True, type=float)
+@click.option("--top-k", default=50, show_default=True, type=int)
+@click.option("--repetition-penalty", default=None, type=float, help="Default 1.0 (beam) / 1.1 (sampling).")
+@click.option("--prompt", default=None, help='Caption prefix (default "a picture of ").')
+@click.option("--num-captions", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=None, type=int, help="Seed for sampling.")
+def caption(
+    paths,
+    model,
+    device,
+    dtype,
+    batch_size,
+    fmt,
+    num_beams,
+    max_length,
+    min_length,
+    max_new_tokens,
+    sample,
+    top_p,
+    top_k,
+    repetition_penalty,
+    prompt,
+    num_captions,
+    seed,
+):
+    """Caption images (files or folders, recursive); one result row per image on stdout.
+
+    \b
+    Examples:
+      openblip caption photo.jpg
+      openblip caption photos/ --format csv --num-beams 5
+      openblip caption photo.jpg --sample --num-captions 3 --seed 0
+    """
+    from openblip.image import ImageLoadError, load_image
+
+    files = expand_paths(paths)
+    if not files:
+        fail("no image files found in the given paths")
+    task = _load_task("openblip.tasks.caption.Captioner", model, device, dtype, batch_size)
+    writer = RowWriter(
+        fmt, ["path", "caption", "captions", "error"] if num_captions > 1 else ["path", "caption", "error"]
+    )
+    failed = 0
+    with _progress(len(files), "captioning") as bar:
+        for start in range(0, len(files), batch_size):
+            group = files[start : start + batch_size]
+            good, images = [], []
+            for f in group:
+                try:
+                    images.append(load_image(f))
+                    good.append(f)
+                except ImageLoadError as e:
+                    failed += 1
+                    writer.write({"path": str(f), "caption": None, "error": e.reason})
+            if images:
+                try:
+                    results = task.caption(
+                        images,
+                        num_beams=num_beams,
+                        max_length=max_length,
+                        min_length=min_length,
+                        max_new_tokens=max_new_tokens,
+                        sample=sample,
+                        top_p=top_p,
+                        top_k=top_k,
+                        repetition_penalty=repetition_penalty,
+                        prompt=prompt,
+                        num_captions=num_captions,
+                        seed=seed,
+                    )
+                except ValueError as e:
+                    fail(str(e))
+                for f, res in zip(good, results):
+                    row = {"path": str(f), "caption": res if num_captions == 1 else res[0], "error": None}
+                    if num_captions > 1:
+                        row["captions"] = res if fmt == "jsonl" else " | ".join(res)
+                    writer.write(row)
+            bar.update(len(group))
+    if failed == len(files):
+        sys.exit(EXIT_FAIL)
+    sys.exit(EXIT_PARTIAL if failed else EXIT_OK)
+
+
+@main.command()
+@click.option("--task", default=None, help="Only checkpoints for this task.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models(task, as_json):
+    """List architectures and released checkpoints, and whether each is in the local cache."""
+    from openblip.config import list_architectures
+    from openblip.pretrained import PRETRAINED, is_cached
+
+    rows = [
+        {
+            "name": e.name,
+            "task": e.task,
+            "arch": e.arch,
+            "image_size": e.image_size,
+            "source": e.source,
+            "cached": is_cached(e.name),
+            "description": e.description,
+        }
+        for e in PRETRAINED.values()
+        if task is None or e.task == task
+    ]
+    if as_json:
+        click.echo(json.dumps({"architectures": list_architectures(), "checkpoints": rows}, indent=2))
+        return
+    click.echo("architectures: " + ", ".join(list_architectures()))
+    click.echo(f"{'name':42} {'task':10} {'arch':11} {'size':>4} {'source':8} cached")
+    for r in rows:
+        click.echo(
+            f"{r['name']:42} {r['task']:10} {r['arch']:11} {r['image_size']:>4} {r['source']:8} "
+            f"{'yes' if r['cached'] else 'no'}"
+        )
+
+
+@main.command()
+@click.argument("names", nargs=-1, required=True)
+def download(names):
+    """Download released checkpoints into the Hugging Face cache (hash-checked where known)."""
+    from openblip.pretrained import DownloadError, UnknownModelError
+    from openblip.pretrained import download as _download
+
+    code = EXIT_OK
+    for name in names:
+        try:
+            click.echo(f"{name}\t{_download(name)}")
+        except (DownloadError, UnknownModelError) as e:
+            click.echo(f"error: {e}", err=True)
+            code = EXIT_FAIL
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("src", type=click.Path(exists=True))
+@click.argument("dst", type=click.Path())
+@click.option("--to", "to", required=True, type=click.Choice(["openblip", "hf", "official"]), help="Target layout.")
+@click.option("--task", default=None, help="Task model to build (detected when omitted).")
+def convert(src, dst, to, task):
+    """Convert a checkpoint between the official .pth, Hugging Face and openblip layouts.
+
+    \b
+    Examples:
+      openblip convert model_base_caption_capfilt_large.pth out/ --to openblip
+      openblip convert out/ hf_dir/ --to hf
+      openblip convert hf_dir/ model.pth --to official
+    """
+    from openblip.checkpoint import CheckpointError, convert_checkpoint
+
+    try:
+        out = convert_checkpoint(src, dst, to=to, task=task)
+    except (CheckpointError, ValueError) as e:
+        fail(str(e))
+    click.echo(str(out))
+
+
+@main.command()
+@click.option("--out", default=None, type=click.Path(), help="Where to save the tiny model (default: a temp dir).")
+@click.option("--seed", default=0, show_default=True, type=int)
+def smoke(out, seed):
+    """Offline smoke test: build a tiny random BLIP, save/load it, caption a sample photo.
+
+    Needs no download; shows the whole inference path works on this machine.
+    """
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from openblip.api import create_model
+    from openblip.tasks.caption import Captioner
+
+    torch.manual_seed(seed)
+    out = Path(out or tempfile.mkdtemp(prefix="openblip-smoke-"))
+    model = create_model("blip-tiny", "caption")
+    model.save_pretrained(str(out))
+    cap = Captioner(str(out))
+    rng = np.random.default_rng(seed)
+    image = (rng.random((64, 64, 3)) * 255).astype("uint8")
+    text = cap.caption(image, max_length=12, min_length=5)[0]
+    click.echo(json.dumps({"model": str(out), "caption": text, "note": "random weights: the words are arbitrary"}))
