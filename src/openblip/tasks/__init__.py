@@ -1,0 +1,1 @@
+"""User-facing pipelines: images and strings in, Python objects out."""
