@@ -15,8 +15,9 @@ embedding, resized (bicubic, as the original ``interpolate_pos_embed``) when the
 from the checkpoint's; the report lists it.
 
 When no config is given, the task and architecture are detected from the keys and tensor shapes. Head counts
-cannot be read from shapes: we assume head size 64 (true for every released model); pass ``config=`` (ours, or
-an official ``med_config.json`` through :func:`config_from_official`) for anything else.
+cannot be read from shapes: when the shapes are those of a named architecture (``blip-base``, ``blip-large``,
+``blip-tiny``) its head counts are used, otherwise head size 64 is assumed (true for every released model); pass
+``config=`` (ours, or an official ``med_config.json`` through :func:`config_from_official`) for anything else.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from openblip.config import BlipConfig, ConfigError, TextConfig, VisionConfig, get_arch_config
+from openblip.config import BlipConfig, ConfigError, TextConfig, VisionConfig, get_arch_config, list_architectures
 from openblip.convert import hf as hfconv
 from openblip.layers.vit_layers import resize_pos_embed
 from openblip.models.blip import BlipBase, create_model
@@ -255,11 +256,16 @@ def detect_config(state: dict[str, torch.Tensor], task: str | None = None) -> Bl
         extra["nlvr_merge_from_layer"] = min(merged) if merged else text.num_layers
     if task == "pretrain" and vision.image_size == 224:
         pass
+    # a named architecture with exactly these shapes supplies its head counts; otherwise head size 64
     arch = "custom"
-    if (width, depth, hidden, text.num_layers, patch) == (768, 12, 768, 12, 16):
-        arch = "blip-base"
-    elif (width, depth, hidden, text.num_layers, patch) == (1024, 24, 768, 12, 16):
-        arch = "blip-large"
+    shape = (width, depth, patch, vision.mlp_ratio, hidden, text.num_layers, text.intermediate_size)
+    for name in list_architectures():
+        named = get_arch_config(name)
+        v, t = named.vision, named.text
+        if shape == (v.width, v.depth, v.patch_size, v.mlp_ratio, t.hidden_size, t.num_layers, t.intermediate_size):
+            arch = name
+            vision.num_heads, text.num_heads = v.num_heads, t.num_heads
+            break
     return BlipConfig(task=task, arch=arch, vision=vision, text=text, **extra)
 
 

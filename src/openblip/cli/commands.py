@@ -259,3 +259,135 @@ def smoke(out, seed):
     image = (rng.random((64, 64, 3)) * 255).astype("uint8")
     text = cap.caption(image, max_length=12, min_length=5)[0]
     click.echo(json.dumps({"model": str(out), "caption": text, "note": "random weights: the words are arbitrary"}))
+
+
+def _load_or_fail(path):
+    from openblip.image import ImageLoadError, load_image
+
+    try:
+        return load_image(path)
+    except ImageLoadError as e:
+        fail(str(e))
+
+
+@main.command()
+@click.argument("image", type=click.Path())
+@click.argument("questions", nargs=-1, required=True)
+@model_options(default="blip-base-vqa-capfilt-l")
+@click.option("--method", default="generate", show_default=True, type=click.Choice(["generate", "rank"]))
+@click.option(
+    "--answers", "answer_list", default=None, type=click.Path(exists=True), help="Answer list for --method rank."
+)
+@click.option("--k-test", default=128, show_default=True, type=click.IntRange(min=1))
+def vqa(image, questions, model, device, dtype, batch_size, method, answer_list, k_test):
+    """Answer questions about an image; one JSON object per question.
+
+    \b
+    Example:
+      openblip vqa photo.jpg "how many dogs are there?" "what colour is the ball?"
+    """
+    if method == "rank" and not answer_list:
+        fail("--method rank needs --answers FILE", 2)
+    img = _load_or_fail(image)
+    task = _load_task("openblip.tasks.vqa.VQA", model, device, dtype, batch_size)
+    answers = task.answer(
+        [img] * len(questions), list(questions), method=method, answer_list=answer_list, k_test=k_test
+    )
+    for q, a in zip(questions, answers):
+        click.echo(json.dumps({"image": image, "question": q, "answer": a}, ensure_ascii=False))
+
+
+@main.command()
+@click.argument("image", type=click.Path())
+@click.argument("texts", nargs=-1, required=True)
+@model_options(default="blip-base-retrieval-coco")
+@click.option(
+    "--first-token",
+    default="enc",
+    show_default=True,
+    type=click.Choice(["enc", "cls"]),
+    help="[ENC] as in training; 'cls' reproduces the original demo class and transformers.",
+)
+def match(image, texts, model, device, dtype, batch_size, first_token):
+    """Image-text matching: ITM probability and ITC cosine of each text, best first."""
+    img = _load_or_fail(image)
+    task = _load_task("openblip.tasks.retrieval.Retriever", model, device, dtype, batch_size)
+    for row in task.match(img, list(texts), first_token=first_token):
+        click.echo(json.dumps({"image": image, **row}, ensure_ascii=False))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@model_options(default="blip-base-retrieval-coco")
+@click.option("--labels", required=True, help="A label file (one per line, or a JSON list) or comma-separated labels.")
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--template", default="a picture of {}", show_default=True)
+@click.option("--threshold", default=0.0, show_default=True, type=float, help="Minimum ITM probability.")
+def tag(paths, model, device, dtype, batch_size, labels, top_k, template, threshold):
+    """Zero-shot tagging: ITC over the label list, ITM re-rank of the top labels; one JSON row per image."""
+    from openblip.image import ImageLoadError, load_image
+    from openblip.tasks.tagging import load_labels
+
+    try:
+        label_list = load_labels(labels if Path(labels).is_file() else [x for x in labels.split(",")])
+    except (ValueError, OSError) as e:
+        fail(str(e), 2)
+    files = expand_paths(paths)
+    if not files:
+        fail("no image files found in the given paths")
+    task = _load_task("openblip.tasks.tagging.Tagger", model, device, dtype, batch_size)
+    failed = 0
+    with _progress(len(files), "tagging") as bar:
+        for f in files:
+            try:
+                img = load_image(f)
+            except ImageLoadError as e:
+                failed += 1
+                click.echo(json.dumps({"path": str(f), "tags": None, "error": e.reason}))
+                bar.update(1)
+                continue
+            tags = task.tag([img], label_list, top_k=top_k, template=template, threshold=threshold)[0]
+            click.echo(json.dumps({"path": str(f), "tags": tags, "error": None}, ensure_ascii=False))
+            bar.update(1)
+    if failed == len(files):
+        sys.exit(EXIT_FAIL)
+    sys.exit(EXIT_PARTIAL if failed else EXIT_OK)
+
+
+@main.command()
+@click.option("--images", "image_dir", required=True, type=click.Path(exists=True), help="Image file or folder.")
+@click.option("--texts", "text_file", required=True, type=click.Path(exists=True), help="One text per line.")
+@model_options(default="blip-base-retrieval-coco")
+@click.option("--k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Results per query.")
+@click.option("--k-test", default=128, show_default=True, type=click.IntRange(min=1), help="ITM re-ranking depth.")
+@click.option("--direction", default="t2i", show_default=True, type=click.Choice(["t2i", "i2t", "both"]))
+@click.option("--no-itm", is_flag=True, help="ITC only (no ITM re-ranking).")
+def rank(image_dir, text_file, model, device, dtype, batch_size, k, k_test, direction, no_itm):
+    """Retrieval: ITC top-k then ITM re-rank (score = ITM logit + cosine), as the original evaluation."""
+    from openblip.image import ImageLoadError, load_image
+
+    texts = [ln.strip() for ln in Path(text_file).read_text().splitlines() if ln.strip()]
+    if not texts:
+        fail(f"{text_file} has no texts", 2)
+    files, images, failed = expand_paths((image_dir,)), [], 0
+    good = []
+    for f in files:
+        try:
+            images.append(load_image(f))
+            good.append(f)
+        except ImageLoadError as e:
+            failed += 1
+            click.echo(json.dumps({"path": str(f), "error": e.reason}))
+    if not images:
+        fail("no readable images")
+    task = _load_task("openblip.tasks.retrieval.Retriever", model, device, dtype, batch_size)
+    res = task.rank(images, texts, k=k_test, itm=not no_itm)
+    if direction in ("t2i", "both"):
+        for j, order in enumerate(res.t2i_ranking):
+            hits = [{"path": str(good[i]), "score": float(res.t2i[j, i])} for i in order[:k]]
+            click.echo(json.dumps({"query": texts[j], "results": hits}, ensure_ascii=False))
+    if direction in ("i2t", "both"):
+        for i, order in enumerate(res.i2t_ranking):
+            hits = [{"text": texts[j], "score": float(res.i2t[i, j])} for j in order[:k]]
+            click.echo(json.dumps({"image": str(good[i]), "results": hits}, ensure_ascii=False))
+    sys.exit(EXIT_PARTIAL if failed else EXIT_OK)

@@ -25,6 +25,8 @@ First tokens (spec §1.3): the unimodal text encoder keeps ``[CLS]``; the image-
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,11 +81,11 @@ class BlipBase(nn.Module):
         """ViT tokens ``[B, 1 + N, D]`` of preprocessed images ``[B, 3, S, S]``."""
         return self.visual_encoder(pixel_values.to(self.device), interpolate_pos_encoding=interpolate_pos_encoding)
 
-    def save_pretrained(self, path: str) -> None:
+    def save_pretrained(self, path: str | Path) -> Path:
         """Write ``model.safetensors`` + ``config.json`` (openblip format) into directory ``path``."""
         from openblip.checkpoint import save_pretrained
 
-        save_pretrained(self, path)
+        return save_pretrained(self, path)
 
     @classmethod
     def from_pretrained(cls, path: str, **kwargs):  # noqa: ANN206

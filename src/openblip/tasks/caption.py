@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-from openblip.generation import generate
 from openblip.models.blip import DEC_ID, BlipCaption, BlipPretrain
 from openblip.tasks._common import TaskBase, as_list, chunks
 
@@ -85,6 +84,8 @@ class Captioner(TaskBase):
         for batch in chunks(as_list(images), batch_size or self.batch_size):
             image_embeds = self.model.encode_image(self.pixels(batch))
             ids = prompt_ids.expand(len(batch), -1)
+            from openblip.generation import generate
+
             out = generate(
                 self.model.text_decoder,
                 ids,
@@ -112,6 +113,45 @@ class Captioner(TaskBase):
                     row.append(Caption(text, _trim(seqs[k]), scores[k]))
                 results.append(row)
         return results
+
+    @torch.inference_mode()
+    def score(
+        self, images: Any, captions: Any, *, prompt: str | None = None, batch_size: int | None = None
+    ) -> list[dict]:
+        """Caption confidence: how likely the decoder finds ``captions[i]`` for ``images[i]``.
+
+        Teacher-forced over ``prompt + pre_caption(caption, 30)`` as in training; the prompt tokens are not
+        scored. Returns per pair ``{"caption", "mean_logprob", "sum_logprob", "num_tokens", "perplexity"}``
+        (log-probs without label smoothing; ``[SEP]`` included as in the training loss).
+        """
+        from openblip.text import pre_caption
+
+        prompt = self.model.config.prompt if prompt is None else prompt
+        imgs, caps = as_list(images), as_list(captions)
+        if len(imgs) == 1 and len(caps) > 1:
+            imgs = imgs * len(caps)
+        if len(imgs) != len(caps):
+            raise ValueError(f"got {len(imgs)} images but {len(caps)} captions")
+        prompt_len = self.prompt_ids(prompt).shape[1]
+        out = []
+        for batch in chunks(list(zip(imgs, caps)), batch_size or self.batch_size):
+            embeds = self.model.encode_image(self.pixels([b[0] for b in batch]))
+            texts = [prompt + pre_caption(b[1], 30) for b in batch]
+            enc = self.tokenizer(texts, padding="longest", truncation=True, max_length=40)
+            ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+            logits = self.model.decoder_logits(embeds, ids, mask).float()
+            logp = logits[:, :-1].log_softmax(-1).gather(2, ids[:, 1:, None])[..., 0]
+            keep = mask[:, 1:].bool()
+            keep[:, : prompt_len - 1] = False
+            for (_, cap), lp, kp in zip(batch, logp, keep):
+                n = int(kp.sum())
+                total = float(lp[kp].sum())
+                mean = total / max(n, 1)
+                out.append(
+                    {"caption": cap, "mean_logprob": mean, "sum_logprob": total, "num_tokens": n,
+                     "perplexity": float(torch.tensor(-mean).exp())}
+                )
+        return out
 
     def caption(
         self,

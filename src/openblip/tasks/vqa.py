@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 
-from openblip.generation import generate
 from openblip.losses import lm_loss
 from openblip.models.blip import DEC_ID, BlipVQA
 from openblip.tasks._common import TaskBase, as_list, chunks
@@ -100,9 +99,9 @@ class VQA(TaskBase):
         qs = self._questions(qs, len(imgs))
         if method not in ("generate", "rank"):
             raise ValueError(f"method must be 'generate' or 'rank', got {method!r}")
-        answers = load_answer_list(answer_list) if method == "rank" else None
-        if method == "rank" and answers is None:
+        if method == "rank" and answer_list is None:
             raise ValueError("method='rank' needs an answer_list")
+        answers = load_answer_list(answer_list) if method == "rank" else None
         out: list[str] = []
         pairs = list(zip(imgs, qs))
         for batch in chunks(pairs, batch_size or self.batch_size):
@@ -117,6 +116,8 @@ class VQA(TaskBase):
 
     def _generate(self, q_states: torch.Tensor, num_beams: int, max_length: int, min_length: int) -> list[str]:
         bos = torch.full((q_states.shape[0], 1), DEC_ID, dtype=torch.long, device=q_states.device)
+        from openblip.generation import generate
+
         res = generate(
             self.model.text_decoder,
             bos,

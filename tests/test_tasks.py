@@ -1,0 +1,186 @@
+"""Task pipelines against brute-force restatements of the original inference code, on tiny random models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from openblip.losses import lm_loss
+from openblip.models.blip import DEC_ID, ENC_ID
+from openblip.tasks.features import FeatureExtractor
+from openblip.tasks.nlvr import NLVR
+from openblip.tasks.retrieval import Retriever
+from openblip.tasks.tagging import Tagger, load_labels
+from openblip.tasks.vqa import VQA, rank_answers
+from tests.helpers import random_images, save_layout, tiny_model
+
+TEXTS = ["a dog on the beach", "a cat sitting on a mat", "two birds", "a red square left of a circle", "nothing"]
+
+
+@pytest.fixture(scope="module")
+def retriever():
+    return Retriever(tiny_model("retrieval"))
+
+
+def test_itc_features_are_normalised_and_reuse_cache(retriever):
+    imgs = random_images(3)
+    emb = retriever.image_embeds(imgs)
+    a = retriever.image_features(imgs)
+    b = retriever.image_features(image_embeds=emb)
+    assert torch.equal(a, b)
+    assert torch.allclose(a.norm(dim=-1), torch.ones(3), atol=1e-5)
+    t = retriever.text_features(TEXTS)
+    assert t.shape == (5, retriever.model.config.embed_dim)
+    sims = retriever.similarity(a, t, scaled=True)
+    assert torch.allclose(sims, (a @ t.T) / retriever.model.temp.detach(), atol=1e-6)
+
+
+def _brute_itm(model, image_embed, ids, mask, first):
+    ids = ids.clone()
+    ids[:, 0] = first
+    out = model.text_encoder(ids, attention_mask=mask, encoder_hidden_states=image_embed.expand(ids.shape[0], -1, -1))
+    return model.itm_head(out.last_hidden_state[:, 0])
+
+
+def test_rank_matches_original_evaluation(retriever):
+    """Score = ITM logit[:, 1] + cosine on the ITC top-k, -100 elsewhere, in both directions."""
+    imgs = random_images(4, seed=1)
+    k = 3
+    res = retriever.rank(imgs, TEXTS, k=k)
+    m = retriever.model
+    emb = retriever.image_embeds(imgs)
+    ids, mask = retriever.tokenize(TEXTS)
+    with torch.no_grad():
+        for i in range(4):
+            top_sim, top = res.cosine[i].topk(k)
+            expect = torch.full((5,), -100.0)
+            expect[top] = _brute_itm(m, emb[i : i + 1], ids[top], mask[top], ENC_ID)[:, 1] + top_sim
+            assert torch.allclose(res.i2t[i], expect, atol=1e-5)
+        for j in range(5):
+            top_sim, top = res.cosine[:, j].topk(k)
+            expect = torch.full((4,), -100.0)
+            for slot, i in enumerate(top.tolist()):
+                expect[i] = _brute_itm(m, emb[i : i + 1], ids[j : j + 1], mask[j : j + 1], ENC_ID)[0, 1] + top_sim[slot]
+            assert torch.allclose(res.t2i[j], expect, atol=1e-5)
+    assert sorted(res.i2t_ranking[0][:k]) == sorted(res.cosine[0].topk(k).indices.tolist())
+
+
+def test_match_first_token_option(retriever):
+    img = random_images(1)[0]
+    enc = {r["text"]: r for r in retriever.match(img, TEXTS)}
+    cls = {r["text"]: r for r in retriever.match(img, TEXTS, first_token="cls")}
+    emb = retriever.image_embeds([img])
+    ids, mask = retriever.tokenize(TEXTS)
+    with torch.no_grad():
+        want_enc = _brute_itm(retriever.model, emb, ids, mask, ENC_ID).softmax(-1)[:, 1]
+        want_cls = _brute_itm(retriever.model, emb, ids, mask, 101).softmax(-1)[:, 1]
+    for t, pe, pc in zip(TEXTS, want_enc, want_cls):
+        assert enc[t]["itm_prob"] == pytest.approx(float(pe), abs=1e-5)
+        assert cls[t]["itm_prob"] == pytest.approx(float(pc), abs=1e-5)
+    probs = [r["itm_prob"] for r in retriever.match(img, TEXTS)]
+    assert probs == sorted(probs, reverse=True)
+
+
+def test_itm_pairs_and_errors(retriever):
+    imgs = random_images(2)
+    logits = retriever.itm(imgs, TEXTS[:2])
+    assert logits.shape == (2, 2)
+    with pytest.raises(ValueError, match="one to one"):
+        retriever.itm(imgs, TEXTS[:3])
+    with pytest.raises(TypeError, match="strings"):
+        retriever.text_features(["ok", 3])
+
+
+def test_tagging(retriever, tmp_path):
+    tagger = Tagger(retriever.model)
+    f = tmp_path / "labels.txt"
+    f.write_text("# animals\ndog\ncat\n\nbird\ndog\n")
+    assert load_labels(f) == ["dog", "cat", "bird"]
+    tags = tagger.tag(random_images(2), f, top_k=2)
+    assert len(tags) == 2 and all(len(t) == 2 for t in tags)
+    for row in tags:
+        assert [r["itm_prob"] for r in row] == sorted((r["itm_prob"] for r in row), reverse=True)
+        assert all(0 <= r["itc_prob"] <= 1 for r in row)
+    with pytest.raises(ValueError, match="empty"):
+        load_labels(["", " "])
+
+
+def test_vqa_rank_matches_original_rank_answer():
+    model = tiny_model("vqa")
+    vqa = VQA(model)
+    answers = ["yes", "no", "2", "red", "a large blue square", "green"]
+    imgs = random_images(3, seed=2)
+    questions = ["is there a dog?", "how many objects are there?", "what color is the circle"]
+    got = vqa.answer(imgs, questions, method="rank", answer_list=answers, k_test=4)
+    # brute force: the original rank_answer with tiled question states
+    with torch.no_grad():
+        emb = model.encode_image(vqa.pixels(imgs))
+        q_ids, q_mask = vqa.tokenize(questions)
+        q = model.encode_question(emb, q_ids, q_mask)
+        enc = vqa.tokenizer(answers, padding="longest")
+        a_ids, a_mask = enc["input_ids"].clone(), enc["attention_mask"]
+        a_ids[:, 0] = DEC_ID
+        start = model.text_decoder(a_ids[:1, :1].expand(3, 1), encoder_hidden_states=q, encoder_attention_mask=q_mask)[0]
+        first = start[:, 0].softmax(-1)[:, a_ids[:, 1]]
+        _, top = first.topk(4, dim=1)
+        want = []
+        for b in range(3):
+            ids, mask = a_ids[top[b]], a_mask[top[b]]
+            logits = model.text_decoder(
+                ids, attention_mask=mask, encoder_hidden_states=q[b : b + 1].repeat(4, 1, 1),
+                encoder_attention_mask=q_mask[b : b + 1].repeat(4, 1),
+            )[0]
+            score = -lm_loss(logits, ids.masked_fill(ids == 0, -100), 0.1, "none")
+            want.append(answers[top[b][score.argmax()]])
+    assert got == want
+    with pytest.raises(ValueError, match="answer_list"):
+        vqa.answer(imgs, questions, method="rank")
+    with pytest.raises(ValueError, match="questions"):
+        vqa.answer(imgs, questions[:2])
+    scores, idx = rank_answers(model, q, q_mask, (a_ids, a_mask), k=100)  # k clamped to the list size
+    assert idx.shape == (3,)
+
+
+def test_nlvr_predict_matches_model():
+    model = tiny_model("nlvr")
+    task = NLVR(model)
+    imgs = random_images(4, seed=3)
+    preds = task.predict([(imgs[0], imgs[1]), (imgs[2], imgs[3])], ["The left image has a dog.", "both"])
+    with torch.no_grad():
+        px = task.pixels([imgs[0], imgs[2], imgs[1], imgs[3]])
+        enc = task.tokenizer(["the left image has a dog", "both"], padding="longest")
+        probs = F.softmax(model(px, enc["input_ids"], enc["attention_mask"]), -1)
+    for p, row in zip(preds, probs):
+        assert p.label == bool(row[1] > row[0])
+        assert p.probability == pytest.approx(float(row.max()), abs=1e-6)
+    with pytest.raises(ValueError, match="sentences"):
+        task.predict([(imgs[0], imgs[1])], ["a", "b"])
+
+
+def test_features(retriever):
+    fx = FeatureExtractor(retriever.model)
+    imgs = random_images(2)
+    assert fx.image_tokens(imgs).shape == (2, 1 + 16, 32)
+    assert torch.allclose(fx.image_embeddings(imgs), retriever.image_features(imgs), atol=1e-6)
+    assert torch.allclose(fx.text_embeddings(TEXTS), retriever.text_features(TEXTS), atol=1e-6)
+    tokens, mask = fx.multimodal_tokens(imgs, TEXTS[:2])
+    assert tokens.shape[:2] == mask.shape
+    feat_only = FeatureExtractor(tiny_model("feature"))
+    with pytest.raises(TypeError, match="projections"):
+        feat_only.image_embeddings(imgs)
+
+
+def test_tasks_load_from_every_layout(tmp_path):
+    model = tiny_model("retrieval")
+    imgs = random_images(2)
+    ref = Retriever(model).image_features(imgs)
+    for layout in ("openblip", "hf", "official"):
+        path = save_layout(model, tmp_path / layout, layout)
+        got = Retriever(str(path)).image_features(imgs)
+        assert torch.equal(got, ref), layout
+
+
+def test_wrong_model_for_task():
+    with pytest.raises(TypeError, match="retrieval"):
+        Retriever(tiny_model("caption"))
