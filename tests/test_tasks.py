@@ -121,14 +121,18 @@ def test_vqa_rank_matches_original_rank_answer():
         enc = vqa.tokenizer(answers, padding="longest")
         a_ids, a_mask = enc["input_ids"].clone(), enc["attention_mask"]
         a_ids[:, 0] = DEC_ID
-        start = model.text_decoder(a_ids[:1, :1].expand(3, 1), encoder_hidden_states=q, encoder_attention_mask=q_mask)[0]
+        start = model.text_decoder(a_ids[:1, :1].expand(3, 1), encoder_hidden_states=q, encoder_attention_mask=q_mask)[
+            0
+        ]
         first = start[:, 0].softmax(-1)[:, a_ids[:, 1]]
         _, top = first.topk(4, dim=1)
         want = []
         for b in range(3):
             ids, mask = a_ids[top[b]], a_mask[top[b]]
             logits = model.text_decoder(
-                ids, attention_mask=mask, encoder_hidden_states=q[b : b + 1].repeat(4, 1, 1),
+                ids,
+                attention_mask=mask,
+                encoder_hidden_states=q[b : b + 1].repeat(4, 1, 1),
                 encoder_attention_mask=q_mask[b : b + 1].repeat(4, 1),
             )[0]
             score = -lm_loss(logits, ids.masked_fill(ids == 0, -100), 0.1, "none")

@@ -1,0 +1,173 @@
+"""Every CLI command through click's test runner: schema, exit codes, error rows, clean stdout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from openblip.cli import main
+from tests.helpers import random_images, tiny_model
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    for task in ("caption", "retrieval", "vqa"):
+        tiny_model(task).save_pretrained(root / task)
+    return root
+
+
+@pytest.fixture()
+def images(tmp_path):
+    d = tmp_path / "imgs"
+    (d / "sub").mkdir(parents=True)
+    for i, arr in enumerate(random_images(3)):
+        Image.fromarray(arr).save(d / ("sub" if i == 2 else ".") / f"img{i}.png")
+    (d / "broken.jpg").write_bytes(b"not an image at all")
+    (d / "notes.txt").write_text("ignored: not an image suffix")
+    return d
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def jsonl(text):
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_help_for_every_command():
+    for cmd in ["caption", "vqa", "match", "tag", "rank", "models", "download", "convert", "smoke"]:
+        res = run(cmd, "--help")
+        assert res.exit_code == 0, cmd
+        assert "Usage" in res.output
+
+
+def test_usage_error_exit_code():
+    assert CliRunner().invoke(main, ["caption"]).exit_code == 2
+    assert CliRunner().invoke(main, ["caption", "x.png", "--format", "yaml"]).exit_code == 2
+
+
+def test_match(models_dir, images):
+    res = run("match", images / "img0.png", "a dog", "a cat", "--model", models_dir / "retrieval")
+    assert res.exit_code == 0, res.output
+    rows = jsonl(res.stdout)
+    assert {r["text"] for r in rows} == {"a dog", "a cat"}
+    assert set(rows[0]) == {"image", "text", "itm_prob", "itm_logit", "itc_cosine"}
+    assert rows[0]["itm_prob"] >= rows[1]["itm_prob"]
+
+
+def test_match_unreadable_image_is_one_clear_error(models_dir, images):
+    res = CliRunner().invoke(
+        main, ["match", str(images / "broken.jpg"), "a dog", "--model", str(models_dir / "retrieval")]
+    )
+    assert res.exit_code == 1
+    assert "broken.jpg" in res.stderr and "Traceback" not in res.output
+
+
+def test_tag_with_error_row_and_partial_exit(models_dir, images, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("dog\ncat\nbird\n")
+    res = run("tag", images, "--labels", labels, "--top-k", 2, "--model", models_dir / "retrieval")
+    assert res.exit_code == 3
+    rows = jsonl(res.stdout)
+    assert len(rows) == 4
+    bad = [r for r in rows if r["error"]]
+    assert len(bad) == 1 and bad[0]["path"].endswith("broken.jpg")
+    good = [r for r in rows if not r["error"]]
+    assert all(len(r["tags"]) == 2 for r in good)
+    inline = run("tag", images / "img0.png", "--labels", "dog,cat", "--model", models_dir / "retrieval")
+    assert inline.exit_code == 0 and {t["label"] for t in jsonl(inline.stdout)[0]["tags"]} == {"dog", "cat"}
+
+
+def test_rank(models_dir, images, tmp_path):
+    texts = tmp_path / "q.txt"
+    texts.write_text("a dog\na cat\n\nred square\n")
+    res = run(
+        "rank",
+        "--images",
+        images,
+        "--texts",
+        texts,
+        "--k",
+        2,
+        "--model",
+        models_dir / "retrieval",
+        "--direction",
+        "both",
+    )
+    assert res.exit_code == 3  # the broken image is reported, the rest ranked
+    rows = jsonl(res.stdout)
+    queries = [r for r in rows if "query" in r]
+    assert [q["query"] for q in queries] == ["a dog", "a cat", "red square"]
+    assert all(len(q["results"]) == 2 for q in queries)
+    assert len([r for r in rows if "image" in r]) == 3
+    assert any(r.get("error") for r in rows)
+
+
+def test_vqa_rank_method(models_dir, images, tmp_path):
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps(["yes", "no", "2", "red"]))
+    res = run(
+        "vqa",
+        images / "img0.png",
+        "is there a dog?",
+        "how many?",
+        "--method",
+        "rank",
+        "--answers",
+        answers,
+        "--model",
+        models_dir / "vqa",
+    )
+    assert res.exit_code == 0, res.output
+    rows = jsonl(res.stdout)
+    assert [r["question"] for r in rows] == ["is there a dog?", "how many?"]
+    assert all(r["answer"] in {"yes", "no", "2", "red"} for r in rows)
+    assert (
+        CliRunner()
+        .invoke(main, ["vqa", str(images / "img0.png"), "q?", "--method", "rank", "--model", str(models_dir / "vqa")])
+        .exit_code
+        == 2
+    )
+
+
+def test_models_lists_registry_offline():
+    res = run("models", "--json")
+    assert res.exit_code == 0
+    data = json.loads(res.stdout)
+    assert "blip-tiny" in data["architectures"]
+    names = {c["name"] for c in data["checkpoints"]}
+    assert "blip-base-caption-coco" in names and "Salesforce/blip-vqa-base" in names
+    assert all(c["cached"] is False for c in data["checkpoints"])
+    assert run("models", "--task", "vqa").exit_code == 0
+
+
+def test_download_offline_gives_clear_error():
+    res = CliRunner().invoke(main, ["download", "blip-base-caption-coco"])
+    assert res.exit_code == 1
+    assert "model_base_caption_capfilt_large.pth" in res.stderr
+    res = CliRunner().invoke(main, ["download", "no-such-model"])
+    assert res.exit_code == 1
+
+
+def test_unknown_model_is_one_line_error(images):
+    res = CliRunner().invoke(main, ["match", str(images / "img0.png"), "a", "--model", "no-such-model-xyz"])
+    assert res.exit_code == 1
+    assert res.stderr.startswith("error: cannot load model") and "Traceback" not in res.output
+
+
+def test_convert_every_direction(models_dir, tmp_path):
+    src = models_dir / "retrieval"
+    for to, dst in (("official", tmp_path / "m.pth"), ("hf", tmp_path / "hf"), ("openblip", tmp_path / "ob")):
+        res = run("convert", src, dst, "--to", to)
+        assert res.exit_code == 0, res.output
+        assert Path(res.stdout.strip()).exists()
+    res = CliRunner().invoke(
+        main, ["convert", str(tmp_path / "m.pth"), str(tmp_path / "x"), "--to", "hf", "--task", "nlvr"]
+    )
+    assert res.exit_code == 1 and "error:" in res.stderr
