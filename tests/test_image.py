@@ -558,3 +558,10 @@ def test_preprocess_validation() -> None:
         preprocess(torch.zeros(1, 3, 16, 16), 16, dtype=torch.int64)
     with pytest.raises(ImageLoadError):
         preprocess(["missing-file.jpg"], 16)
+
+
+def test_postscript_is_refused_without_running_ghostscript():
+    """EPS would be rendered by Ghostscript; only raster formats are decoded."""
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\n"
+    with pytest.raises(ImageLoadError, match="not an image file"):
+        load_image(eps)

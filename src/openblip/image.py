@@ -118,6 +118,12 @@ def _is_single_input(obj: Any) -> bool:
     )
 
 
+#: Formats we decode. Vector/PostScript formats (EPS would call Ghostscript) and exotic decoders are refused, so an
+#: untrusted file can only reach Pillow's ordinary raster decoders.
+_WANTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "PPM", "TGA", "ICO", "JPEG2000", "DIB", "PCX")
+Image.init()
+RASTER_FORMATS = tuple(f for f in _WANTED_FORMATS if f in Image.OPEN)
+
 # --------------------------------------------------------------------------------------------------------------------
 # Sources
 # --------------------------------------------------------------------------------------------------------------------
@@ -135,7 +141,7 @@ def _from_path(path: str | os.PathLike) -> Image.Image:
             raise ImageLoadError(name, "file not found")
         if os.path.getsize(fs_path) == 0:
             raise ImageLoadError(name, "empty file")
-        with Image.open(fs_path) as im:
+        with Image.open(fs_path, formats=RASTER_FORMATS) as im:
             return _convert(im)
     except ImageLoadError:
         raise
@@ -149,7 +155,7 @@ def _from_bytes(data: bytes, name: str) -> Image.Image:
     if not data:
         raise ImageLoadError(name, "empty data")
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=RASTER_FORMATS) as im:
             return _convert(im)
     except MemoryError:
         raise
