@@ -458,7 +458,9 @@ def save_official(model: BlipBase, path: str | Path) -> Path:
     """Write an official-layout ``.pth`` (``{'model': state_dict}``, with the ``position_ids`` buffers)."""
     path = Path(path)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    for name, module in model.named_modules():
+    # remove_duplicate=False: a pretrain model shares one embeddings module between text_encoder and
+    # text_decoder.bert, and the official file stores the buffer under both names
+    for name, module in model.named_modules(remove_duplicate=False):
         if hasattr(module, "position_ids") and name.endswith("embeddings"):
             state[f"{name}.position_ids"] = module.position_ids.detach().cpu().clone()
     _atomic_write(path, lambda tmp: torch.save({"model": state}, tmp))

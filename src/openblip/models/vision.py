@@ -83,7 +83,8 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches + 1, cfg.width))
         # linear stochastic-depth schedule over the blocks (timm / BLIP)
-        rates = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
+        # computed on the CPU so that construction under `with torch.device("meta")` works (.tolist() needs data)
+        rates = torch.linspace(0, cfg.drop_path_rate, cfg.depth, device="cpu").tolist()
         first_ckpt = cfg.depth - cfg.grad_ckpt_layers
         self.blocks = nn.ModuleList(Block(cfg, rates[i], use_checkpoint=i >= first_ckpt) for i in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
