@@ -171,3 +171,44 @@ def test_convert_every_direction(models_dir, tmp_path):
         main, ["convert", str(tmp_path / "m.pth"), str(tmp_path / "x"), "--to", "hf", "--task", "nlvr"]
     )
     assert res.exit_code == 1 and "error:" in res.stderr
+
+
+def test_caption_jsonl_error_rows_and_partial_exit(models_dir, images):
+    res = run("caption", images, "--model", models_dir / "caption", "--max-length", 10, "--batch-size", 2)
+    assert res.exit_code == 3
+    rows = jsonl(res.stdout)  # stdout holds only result rows (no progress bar output)
+    assert len(rows) == 4
+    assert all(set(r) == {"path", "caption", "error"} for r in rows)
+    bad = [r for r in rows if r["error"]]
+    assert len(bad) == 1 and bad[0]["path"].endswith("broken.jpg") and bad[0]["caption"] is None
+    assert all(isinstance(r["caption"], str) for r in rows if not r["error"])
+    assert any(r["path"].endswith("sub/img2.png") for r in rows)  # folders are walked recursively
+
+
+def test_caption_formats_and_exit_codes(models_dir, images):
+    ok = run("caption", images / "img0.png", images / "img1.png", "--model", models_dir / "caption", "--format", "csv")
+    assert ok.exit_code == 0
+    lines = ok.stdout.splitlines()
+    assert lines[0] == "path,caption,error" and len(lines) == 3
+    text = run("caption", images / "img0.png", "--model", models_dir / "caption", "--format", "text")
+    assert text.exit_code == 0 and text.stdout.startswith(str(images / "img0.png") + "\t")
+    allbad = CliRunner().invoke(main, ["caption", str(images / "broken.jpg"), "--model", str(models_dir / "caption")])
+    assert allbad.exit_code == 1 and len(jsonl(allbad.stdout)) == 1
+    multi = run(
+        "caption", images / "img0.png", "--model", models_dir / "caption", "--num-captions", 2, "--sample", "--seed", 1
+    )
+    row = jsonl(multi.stdout)[0]
+    assert multi.exit_code == 0 and len(row["captions"]) == 2 and row["caption"] == row["captions"][0]
+
+
+def test_vqa_generate_cli(models_dir, images):
+    res = run("vqa", images / "img0.png", "what is this?", "--model", models_dir / "vqa")
+    assert res.exit_code == 0
+    assert set(jsonl(res.stdout)[0]) == {"image", "question", "answer"}
+
+
+def test_smoke_command(tmp_path):
+    res = run("smoke", "--out", tmp_path / "m")
+    assert res.exit_code == 0
+    assert isinstance(json.loads(res.stdout)["caption"], str)
+    assert (tmp_path / "m" / "model.safetensors").is_file()

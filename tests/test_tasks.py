@@ -188,3 +188,78 @@ def test_tasks_load_from_every_layout(tmp_path):
 def test_wrong_model_for_task():
     with pytest.raises(TypeError, match="retrieval"):
         Retriever(tiny_model("caption"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# captioning and VQA generation through the task layer
+
+
+@pytest.fixture(scope="module")
+def captioner():
+    from openblip.tasks.caption import Captioner
+
+    return Captioner(tiny_model("caption"))
+
+
+def test_caption_equals_direct_generation(captioner):
+    from openblip.generation import generate
+
+    imgs = random_images(3, seed=4)
+    got = captioner.caption(imgs, num_beams=3, max_length=12, min_length=6)
+    m = captioner.model
+    with torch.no_grad():
+        emb = m.encode_image(captioner.pixels(imgs))
+        prompt = torch.tensor([[DEC_ID, 1037, 3861, 1997]])  # [DEC] a picture of
+        assert torch.equal(captioner.prompt_ids("a picture of "), prompt)
+        out = generate(m.text_decoder, prompt.expand(3, -1), emb, num_beams=3, max_length=12, min_length=6)
+    want = [
+        captioner.tokenizer.decode(s, skip_special_tokens=True)[len("a picture of ") :] for s in out.sequences.tolist()
+    ]
+    assert got == want
+    # batched == one at a time
+    assert [captioner.caption(im, num_beams=3, max_length=12, min_length=6)[0] for im in imgs] == got
+
+
+def test_caption_options(captioner):
+    img = random_images(1, seed=5)[0]
+    three = captioner.caption(img, num_beams=3, num_captions=3, max_length=10)
+    assert len(three) == 1 and len(three[0]) == 3
+    a = captioner.caption([img, img], sample=True, seed=7, num_captions=2, max_length=10)
+    b = captioner.caption([img, img], sample=True, seed=7, num_captions=2, max_length=10)
+    assert a == b
+    details = captioner.generate([img], max_new_tokens=5, min_length=1, num_beams=2)[0][0]
+    assert len(details.token_ids) <= 4 + 5 and details.token_ids[0] == DEC_ID and details.score is not None
+    with pytest.raises(ValueError, match="num_captions"):
+        captioner.caption(img, num_beams=2, num_captions=3)
+
+
+def test_caption_score_is_teacher_forced_logprob(captioner):
+    img = random_images(1, seed=6)[0]
+    rows = captioner.score(img, ["A dog.", "two cats on a mat"])
+    m = captioner.model
+    with torch.no_grad():
+        for row, text in zip(rows, ["a picture of a dog", "a picture of two cats on a mat"]):
+            enc = captioner.tokenizer([text])
+            ids = enc["input_ids"]
+            logits = m.decoder_logits(m.encode_image(captioner.pixels([img])), ids, enc["attention_mask"])
+            lp = logits[0, :-1].log_softmax(-1).gather(1, ids[0, 1:, None])[:, 0]
+            scored = lp[3:]  # positions predicting the caption words and [SEP]; the prompt is not scored
+            assert row["num_tokens"] == scored.numel()
+            assert row["mean_logprob"] == pytest.approx(float(scored.mean()), abs=1e-5)
+
+
+def test_vqa_generate_matches_original_semantics():
+    from openblip.generation import generate
+
+    model = tiny_model("vqa")
+    vqa = VQA(model)
+    imgs = random_images(2, seed=8)
+    qs = ["What color is the circle?", "how many objects are there in this picture?"]
+    got = vqa.answer(imgs, qs, method="generate")
+    with torch.no_grad():
+        q_ids, q_mask = vqa.tokenize([q.lower().replace("?", "?") for q in qs])
+        q = model.encode_question(model.encode_image(vqa.pixels(imgs)), q_ids, q_mask)
+        bos = torch.full((2, 1), DEC_ID)
+        # the original replaces the question mask by all ones for generation
+        out = generate(model.text_decoder, bos, q, torch.ones_like(q_mask), num_beams=3, max_length=10, min_length=1)
+    assert got == [vqa.tokenizer.decode(s, skip_special_tokens=True) for s in out.sequences.tolist()]
