@@ -309,6 +309,7 @@ def _encoded(color, fmt="PNG") -> bytes:
 
 def test_webdataset_shards(tmp_path, caplog):
     import webdataset as wds
+
     shards = []
     for s, samples in enumerate(
         [
