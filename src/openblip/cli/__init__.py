@@ -51,4 +51,4 @@ def main() -> None:
     """openblip: BLIP captioning, retrieval, VQA and image-text matching."""
 
 
-from openblip.cli import commands  # noqa: E402,F401  (registers the commands on `main`)
+from openblip.cli import commands, train_cmd  # noqa: E402,F401  (registers the commands on `main`)
