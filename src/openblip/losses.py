@@ -209,6 +209,12 @@ def sample_hard_negatives(
             a clear message rather than fall back to a positive.
     """
     with torch.no_grad():
+        for name, sim in (("image-to-text", sim_i2t), ("text-to-image", sim_t2i)):
+            if not bool(torch.isfinite(sim).all()):
+                raise FloatingPointError(
+                    f"non-finite {name} similarities before hard-negative sampling "
+                    "(the features overflowed or the inputs contain NaN/inf)"
+                )
         w_i2t = hard_negative_weights(sim_i2t, mode, idx, candidate_idx)
         w_t2i = hard_negative_weights(sim_t2i, mode, idx, candidate_idx)
         for name, w in (("text-to-image", w_t2i), ("image-to-text", w_i2t)):

@@ -728,11 +728,13 @@ class Trainer:
                             try:
                                 with autocast:
                                     losses = steps.forward(runner, task, batch, ctx)
-                            except (ValueError, RuntimeError) as e:
+                            except (ValueError, RuntimeError, FloatingPointError) as e:
                                 # NaN similarities make hard-negative sampling fail before any loss exists
                                 what = "input images" if not steps.images_finite(task, batch) else None
                                 if what is None and not _params_finite(objective):
                                     what = "weights"
+                                if what is None and isinstance(e, FloatingPointError):
+                                    what = "ITC similarities (activations overflowed)"
                                 if what is None:
                                     raise
                                 raise NonFiniteLossError(
