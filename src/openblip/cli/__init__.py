@@ -51,4 +51,4 @@ def main() -> None:
     """openblip: BLIP captioning, retrieval, VQA and image-text matching."""
 
 
-from openblip.cli import commands, train_cmd  # noqa: E402,F401  (registers the commands on `main`)
+from openblip.cli import capfilt_cmd, commands, demo_cmd, train_cmd  # noqa: E402,F401  (registers the commands)

@@ -1,0 +1,160 @@
+"""The demo's settings: one dataclass and the three presets (``quick``, ``default``, ``long``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from openblip.config import BlipConfig, TextConfig, VisionConfig
+
+#: Keys every ``metrics.json`` holds (fractions in [0, 1] except ``train_steps``/``train_seconds``; see README).
+METRIC_KEYS = (
+    "caption_exact",
+    "caption_token_acc",
+    "bleu4",
+    "cider",
+    "itc_i2t_r1",
+    "itc_t2i_r1",
+    "itc_i2t_r5",
+    "itc_t2i_r5",
+    "itm_i2t_r1",
+    "itm_t2i_r1",
+    "itm_hardneg_acc",
+    "vqa_acc",
+    "vqa_color_acc",
+    "train_steps",
+    "train_seconds",
+)
+
+
+@dataclass
+class DemoConfig:
+    """Everything the demo does, in one place. The presets below only change the step budget.
+
+    Model: a small BLIP (ViT 64 px / patch 8 / width 128 / depth 3; MED text width 128, 2 layers, the full
+    30,524-token BERT vocabulary; ITC width ``embed_dim``), pre-trained from scratch with ITC (momentum
+    distillation + queue) + ITM (hard negatives) + LM, then a ``BlipVQA`` initialised from it is fine-tuned.
+    """
+
+    out: Path = Path("demo_out")
+    seed: int = 0
+    threads: int | None = 2
+    preset: str = "default"
+
+    # world (openblip.data.synthetic)
+    n_train: int = 5000
+    n_test: int = 640  # enough held-out scenes for 500 distinct captions
+    image_size: int = 64
+    n_retrieval: int = 500  # retrieval is scored on this many test scenes with distinct captions
+
+    # model
+    vision_width: int = 128
+    vision_depth: int = 3
+    patch_size: int = 8
+    text_width: int = 128
+    text_layers: int = 2
+    num_heads: int = 4
+    embed_dim: int = 128
+
+    # pre-training (ITC + ITM + LM, PretrainObjective)
+    steps: int = 800
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr: float = 0.0
+    warmup_frac: float = 0.05
+    weight_decay: float = 0.05
+    queue_size: int = 512  # a multiple of batch_size (the original asserts it)
+    # EMA coefficient of the momentum encoders. None: min(0.995, 1 - 15 / steps), i.e. the EMA horizon 1 / (1 - m)
+    # is 1/15 of the schedule, capped at the original 0.995 (reached at 3000 steps). The original's 0.995 is a
+    # 200-step horizon in a run of ~100k steps; in 300 steps at lr 1e-3 it leaves the momentum encoders (the ITC
+    # keys) far behind the online ones and ITC does not learn (R@1 0.014 measured, see README).
+    momentum: float | None = None
+    alpha: float = 0.4
+    alpha_ramp_frac: float = 0.2  # alpha ramps from 0 over this fraction of the steps (original: 2 of 20 epochs)
+    # BLIP starts from an ImageNet ViT and BERT. From scratch every feature is nearly the same vector at first, and
+    # then momentum targets, a queue of stale features and the ITM loss all stall ITC (measured; see README). For
+    # the first `itc_warmup_frac` of the steps (at most `itc_warmup_max`) the demo trains ITC in-batch with the
+    # momentum encoders tracking the online ones exactly (momentum 0, alpha 0) + LM, without ITM; then the
+    # original objective (momentum distillation, queue, ITM with hard negatives, LM) for the rest.
+    itc_warmup_frac: float = 0.2
+    itc_warmup_max: int = 100
+    flip: bool = True  # horizontal flip with "left"/"right" swapped in the text
+
+    # VQA: `vqa_steps` of fine-tuning (the original's recipe) of a BlipVQA initialised from the pre-trained model.
+    # joint_vqa (off; measured worse at 300 steps: ITC R@1 0.08 instead of 0.17, VQA 0.38): after the warm-up every
+    # pre-training step also takes the VQA loss of one question per scene of the batch, on a BlipVQA that shares
+    # the ViT and the question (text) encoder, its answer decoder copied from the pre-trained decoder.
+    joint_vqa: bool = False
+    vqa_steps: int = 300
+    vqa_batch_size: int = 64
+    vqa_lr: float = 1e-3
+    vqa_warmup_frac: float = 0.0  # the original fine-tunes without warm-up; 0.1 measured worse (0.23 vs 0.41)
+
+    # evaluation
+    num_beams: int = 3
+    max_length: int = 20  # counts the [DEC] start token, as the original
+    min_length: int = 5
+    itm_k: int = 16  # ITC top-k re-scored by ITM
+    coco_metrics: bool = True  # BLEU/CIDEr through pycocoevalcap (Java)
+    gallery: bool = True
+    log_every: int = 25
+
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ema_momentum(self) -> float:
+        """The momentum actually used (see ``momentum``)."""
+        if self.momentum is not None:
+            return float(self.momentum)
+        return max(0.0, min(0.995, 1.0 - 15.0 / max(1, self.steps)))
+
+    def replace(self, **changes: Any) -> DemoConfig:
+        return dataclasses.replace(self, **changes)
+
+    def blip_config(self, task: str = "pretrain") -> BlipConfig:
+        """The model's :class:`BlipConfig`. The prompt is empty: BLIP pre-trains its LM without one, and the saved
+        model captions with ``openblip caption`` from ``[DEC]`` alone."""
+        return BlipConfig(
+            task=task,
+            arch="blip-demo",
+            vision=VisionConfig(
+                image_size=self.image_size,
+                patch_size=self.patch_size,
+                width=self.vision_width,
+                depth=self.vision_depth,
+                num_heads=self.num_heads,
+            ),
+            text=TextConfig(
+                hidden_size=self.text_width,
+                num_layers=self.text_layers,
+                num_heads=self.num_heads,
+                intermediate_size=4 * self.text_width,
+            ),
+            embed_dim=self.embed_dim,
+            prompt="",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["out"] = str(self.out)
+        return d
+
+
+#: Step budgets, sized on 2 CPU cores (see the README's "The demo" section for the measured times).
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"steps": 300, "vqa_steps": 150},
+    "default": {"steps": 800, "vqa_steps": 300},
+    "long": {"steps": 3000, "vqa_steps": 400},
+}
+
+
+def preset_config(name: str = "default", **overrides: Any) -> DemoConfig:
+    """A :class:`DemoConfig` for preset ``name`` with ``overrides`` (``None`` values are ignored)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    values = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
+    if "out" in values:
+        values["out"] = Path(values["out"])
+    return DemoConfig(preset=name, **values)

@@ -1,0 +1,330 @@
+"""The demo's training: a compact step-budgeted loop over the library's objectives.
+
+* Pre-training: :class:`DemoPretrainObjective`, which is :class:`openblip.train.objectives.PretrainObjective`
+  (ITC with momentum distillation and a feature queue, ITM with in-batch hard negatives, LM with label smoothing;
+  ``loss = loss_ita + loss_itm + loss_lm``) with one speed change that leaves the loss unchanged: the LM head
+  (128 -> 30,524) is applied only at the supervised positions, not at padding.
+* VQA: a :class:`openblip.models.blip.BlipVQA` whose ViT, question encoder and answer decoder are initialised from
+  the pre-trained ``visual_encoder``, ``text_encoder`` and ``text_decoder`` (as the original initialises VQA from
+  the pre-training checkpoint), fine-tuned with :class:`openblip.train.objectives.VQAObjective`.
+
+Optimiser: AdamW (weight decay on every parameter, as the original), learning rate with a linear warm-up then a
+cosine decay to ``min_lr`` over the step budget (fine-tuning: cosine, no warm-up, as the original).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from openblip.demo.data import EpochSampler, TrainData, flip_batch
+from openblip.demo.settings import DemoConfig
+from openblip.losses import (
+    build_itm_batch,
+    lm_loss,
+    vqa_loss,
+    itc_loss,
+    itc_targets,
+    itm_loss,
+    momentum_alpha,
+    sample_hard_negatives,
+)
+from openblip.models.blip import BlipBase, BlipPretrain, BlipVQA, create_model, with_first_token
+from openblip.tokenizer import get_tokenizer
+from openblip.train.objectives import PretrainObjective, VQAObjective, _ones_mask
+
+Log = Callable[[str], None]
+
+
+class DemoPretrainObjective(PretrainObjective):
+    """:class:`PretrainObjective` with the LM logits computed only where the LM loss looks.
+
+    ``forward`` follows ``PretrainObjective.forward`` line for line (temperature clamp, ITC with the momentum
+    update before the momentum features, enqueue, ITM on ``B`` positives + ``2B`` hard negatives, LM with ``[DEC]``
+    first and label smoothing). The LM cross-entropy is a mean over supervised tokens, so evaluating the 30,524-way
+    head at padding positions only costs time; here it is evaluated at the supervised positions only (equal loss
+    and gradients up to float rounding; ``tests/test_demo.py`` checks this).
+    """
+
+    #: ITC against ``[batch ; queue]`` (True, the original) or the batch only (the demo's warm-up from scratch).
+    use_queue: bool = True
+    #: ITM on (the original) or off (the demo's warm-up from scratch).
+    use_itm: bool = True
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        alpha: float | None = None,
+        generator: torch.Generator | None = None,
+        vqa: tuple | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """As :meth:`PretrainObjective.forward`; with ``vqa = (vqa_model, question_ids, question_mask, answer_ids,
+        answer_mask, n, weights)`` also ``loss_vqa`` (the :class:`VQAObjective` loss on the same images, whose ViT
+        tokens are reused) is computed and added to ``loss``."""
+        model = self.model
+        alpha = self.alpha if alpha is None else float(alpha)
+        input_ids = input_ids.to(model.device)
+        attention_mask = _ones_mask(input_ids, attention_mask)
+        self.check_batch_size(input_ids.shape[0])
+        temp = self._clamp_temp()
+
+        # ITC
+        image_embeds = model.encode_image(pixel_values)
+        image_feat = model.image_features(image_embeds)
+        text_feat = model.text_features(input_ids, attention_mask)
+        with torch.no_grad():
+            self.momentum_update()
+            image_feat_m, text_feat_m = self.momentum_features(pixel_values, input_ids, attention_mask)
+        sims = self._itc_sims(image_feat, text_feat, image_feat_m, text_feat_m, temp)
+        if not self.use_queue:  # warm-up: in-batch columns only (the queue still fills)
+            sims = tuple(x[:, : input_ids.shape[0]] for x in sims)
+        sim_i2t, sim_t2i, sim_i2t_m, sim_t2i_m = sims
+        targets_i2t, targets_t2i = itc_targets(sim_i2t_m, sim_t2i_m, None, alpha)
+        loss_ita = itc_loss(sim_i2t, sim_t2i, targets_i2t, targets_t2i)
+        self.dequeue_and_enqueue(image_feat_m, text_feat_m)
+
+        # ITM with in-batch hard negatives
+        if self.use_itm:
+            neg_image, neg_text = sample_hard_negatives(sim_i2t, sim_t2i, "pretrain", generator=generator)
+            enc_ids = with_first_token(input_ids, "enc")
+            images, ids, mask, labels = build_itm_batch(image_embeds, enc_ids, attention_mask, neg_image, neg_text)
+            loss_itm = itm_loss(model.itm_logits(images, ids, mask, first_token="enc"), labels)
+        else:
+            loss_itm = image_feat.new_zeros(())
+
+        # LM: [DEC] first, pads unsupervised; the head only at supervised positions
+        decoder = model.text_decoder
+        hidden = decoder.bert(
+            with_first_token(input_ids, "dec"),
+            attention_mask=attention_mask,
+            encoder_hidden_states=image_embeds,
+            is_decoder=True,
+        ).last_hidden_state
+        targets = input_ids[:, 1:]
+        keep = targets != model.config.text.pad_token_id
+        logits = decoder.cls.predictions(hidden[:, :-1][keep])
+        loss_lm = F.cross_entropy(logits.float(), targets[keep], label_smoothing=self.label_smoothing)
+        out = {"loss_ita": loss_ita, "loss_itm": loss_itm, "loss_lm": loss_lm, "loss": loss_ita + loss_itm + loss_lm}
+        if vqa is not None:
+            out["loss_vqa"] = joint_vqa_loss(image_embeds, *vqa, label_smoothing=self.label_smoothing)
+            out["loss"] = out["loss"] + out["loss_vqa"]
+        return out
+
+
+def joint_vqa_loss(
+    image_embeds: torch.Tensor,
+    vqa_model: BlipVQA,
+    question_ids: torch.Tensor,
+    question_mask: torch.Tensor,
+    answer_ids: torch.Tensor,
+    answer_mask: torch.Tensor,
+    n: list[int],
+    weights: torch.Tensor,
+    label_smoothing: float = 0.1,
+) -> torch.Tensor:
+    """:class:`openblip.train.objectives.VQAObjective`'s loss given the images' ViT tokens."""
+    states = vqa_model.encode_question(image_embeds, question_ids, question_mask, "enc")
+    counts = torch.as_tensor(n, dtype=torch.long)
+    states = states.repeat_interleave(counts, dim=0)
+    states_mask = question_mask.repeat_interleave(counts, dim=0)
+    labels = answer_ids.masked_fill(answer_ids == vqa_model.config.text.pad_token_id, -100)
+    logits = vqa_model.answer_logits(states, states_mask, answer_ids, answer_mask)
+    per_answer = lm_loss(logits, labels, label_smoothing, reduction="none")
+    return vqa_loss(per_answer, weights, question_ids.shape[0])
+
+
+def lr_at(step: int, total: int, lr: float, min_lr: float = 0.0, warmup: int = 0) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from ``lr`` to ``min_lr`` at ``total``."""
+    if warmup > 0 and step < warmup:
+        return lr * (step + 1) / warmup
+    span = max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def build_pretrain_model(cfg: DemoConfig) -> BlipPretrain:
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.blip_config("pretrain"))
+    assert isinstance(model, BlipPretrain)
+    return model
+
+
+class _Progress:
+    def __init__(self, name: str, total: int, log: Log, every: int) -> None:
+        self.name, self.total, self.log, self.every = name, total, log, max(1, every)
+        self.start = time.perf_counter()
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def update(self, step: int, losses: dict[str, float], lr: float) -> None:
+        for k, v in losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+        done = step + 1
+        if done % self.every and done != self.total:
+            return
+        elapsed = time.perf_counter() - self.start
+        rate = done / elapsed if elapsed > 0 else float("nan")
+        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        parts = " ".join(f"{k} {v / self.counts[k]:.3f}" for k, v in self.sums.items())
+        self.log(
+            f"[{self.name}] step {done}/{self.total}  {parts}  lr {lr:.2e}  "
+            f"{rate:.2f} steps/s  elapsed {elapsed:.0f}s  eta {eta:.0f}s"
+        )
+        self.sums, self.counts = {}, {}
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def pretrain(model: BlipPretrain, cfg: DemoConfig, data: TrainData, log: Log) -> dict[str, float]:
+    """``cfg.steps`` pre-training steps. Returns ``{"steps", "seconds", "final_*"}`` (final losses are means over
+    the last ``log_every`` steps)."""
+    tok = get_tokenizer()
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    queue_size = cfg.queue_size
+    if queue_size % cfg.batch_size:
+        queue_size = max(1, round(queue_size / cfg.batch_size)) * cfg.batch_size
+    obj = DemoPretrainObjective(model, queue_size=queue_size, momentum=cfg.ema_momentum, alpha=cfg.alpha).train()
+    params = [p for p in obj.parameters() if p.requires_grad]
+    vqa_head = None
+    if cfg.joint_vqa:
+        # a BlipVQA sharing the ViT and the text encoder (its question encoder); its own answer decoder
+        vqa_head = create_model(cfg.blip_config("vqa"))
+        vqa_head.visual_encoder = model.visual_encoder
+        vqa_head.text_encoder = model.text_encoder
+        vqa_head.train()
+        params += list(vqa_head.text_decoder.parameters())
+        questions_of: dict[int, list[int]] = {}
+        for q, i in enumerate(data.vqa_image):
+            questions_of.setdefault(i, []).append(q)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sampler = EpochSampler(len(data.captions), gen)
+    warmup = int(round(cfg.warmup_frac * cfg.steps))
+    warm = min(int(round(cfg.itc_warmup_frac * cfg.steps)), cfg.itc_warmup_max)
+    ramp = max(1.0, cfg.alpha_ramp_frac * cfg.steps)
+    progress = _Progress("pretrain", cfg.steps, log, cfg.log_every)
+    last: dict[str, list[float]] = {}
+    for step in range(cfg.steps):
+        idx = sampler.take(cfg.batch_size)
+        # one caption per scene and batch (scenes, not caption entries, are sampled): no scene appears twice
+        texts = [data.captions[i][int(torch.randint(len(data.captions[i]), (1,), generator=gen))] for i in idx]
+        use_vqa = vqa_head is not None and step >= warm
+        if use_vqa:
+            qs = [questions_of[i][int(torch.randint(len(questions_of[i]), (1,), generator=gen))] for i in idx]
+            texts = [[t, data.vqa_question[q], *data.vqa_answers[q]] for t, q in zip(texts, qs)]
+        pixels = data.pixels[idx]
+        if cfg.flip:
+            pixels, texts = flip_batch(pixels, texts, gen)
+        vqa_inputs = None
+        if use_vqa:
+            if step == warm:  # the answer decoder starts from the (warmed-up) pre-trained decoder, as the original
+                vqa_head.text_decoder.load_state_dict(model.text_decoder.state_dict())
+            qe = tok([t[1] for t in texts], padding="longest", truncation=True, max_length=35)
+            ae = tok([a for t in texts for a in t[2:]], padding="longest")
+            n = [len(t) - 2 for t in texts]
+            weights = torch.tensor([w for q in qs for w in data.vqa_weights[q]], dtype=torch.float32)
+            vqa_inputs = (vqa_head, qe["input_ids"], qe["attention_mask"], ae["input_ids"], ae["attention_mask"], n)
+            vqa_inputs = (*vqa_inputs, weights)
+            texts = [t[0] for t in texts]
+        enc = tok(texts, padding="longest", truncation=True, max_length=30)
+        lr = lr_at(step, cfg.steps, cfg.lr, cfg.min_lr, warmup)
+        _set_lr(opt, lr)
+        # from-scratch warm-up: momentum encoders = online encoders, no queue, no distillation; then the original
+        if step < warm:
+            obj.momentum, obj.use_queue, obj.use_itm, alpha = 0.0, False, False, 0.0
+        else:
+            obj.momentum, obj.use_queue, obj.use_itm = cfg.ema_momentum, True, True
+            alpha = momentum_alpha(cfg.alpha, 0, step - warm, cfg.steps, ramp / cfg.steps)
+        out = obj(pixels, enc["input_ids"], enc["attention_mask"], alpha=alpha, generator=gen, vqa=vqa_inputs)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+        losses = {k: float(out[k].detach()) for k in ("loss_ita", "loss_itm", "loss_lm", "loss_vqa") if k in out}
+        if not obj.use_itm:
+            losses.pop("loss_itm")
+        for k, v in losses.items():
+            last.setdefault(k, []).append(v)
+            last[k] = last[k][-max(1, cfg.log_every) :]
+        progress.update(step, losses, lr)
+    model.eval()
+    stats: dict[str, Any] = {"steps": cfg.steps, "seconds": progress.seconds, "temp": float(model.temp.detach())}
+    stats.update({f"final_{k}": sum(v) / len(v) for k, v in last.items()})
+    if vqa_head is not None:
+        # a stand-alone copy (the joint head shares the pre-trained model's encoders)
+        vqa = create_model(cfg.blip_config("vqa"))
+        vqa.load_state_dict(vqa_head.state_dict(), strict=True)
+        stats["vqa_model"] = vqa.eval()
+    return stats
+
+
+def task_model(model: BlipPretrain, cfg: DemoConfig, task: str) -> BlipBase:
+    """A ``task`` model (``caption``, ``retrieval``, ``vqa``) whose every tensor is copied from the pre-trained model
+    under the same name, as the original initialises its fine-tuning models from the pre-training checkpoint.
+
+    * ``caption``: ``visual_encoder`` + ``text_decoder`` (the pre-trained LM, no prompt);
+    * ``retrieval``: ``visual_encoder``, ``text_encoder``, projections, ``itm_head``, ``temp``;
+    * ``vqa``: ``visual_encoder``, ``text_encoder`` (question encoder) and ``text_decoder`` (answer decoder, whose
+      cross-attention starts from the pre-trained image cross-attention; text and vision widths are equal, so the
+      shapes fit).
+    """
+    target = create_model(cfg.blip_config(task))
+    src = model.state_dict()  # shared encoder/decoder tensors appear under both prefixes
+    own = target.state_dict()
+    missing = [k for k in own if k not in src]
+    if missing:
+        raise RuntimeError(f"the pre-trained model lacks {task} keys: {missing[:5]}")
+    target.load_state_dict({k: src[k] for k in own}, strict=True)
+    return target.eval()
+
+
+def finetune_vqa(vqa: BlipVQA, cfg: DemoConfig, data: TrainData, log: Log) -> dict[str, float]:
+    """``cfg.vqa_steps`` VQA fine-tuning steps (answer-weighted, label-smoothed answer LM loss)."""
+    if cfg.vqa_steps <= 0:
+        vqa.eval()
+        return {"steps": 0, "seconds": 0.0}
+    tok = get_tokenizer()
+    gen = torch.Generator().manual_seed(cfg.seed + 2)
+    obj = VQAObjective(vqa).train()
+    opt = torch.optim.AdamW(
+        [p for p in vqa.parameters() if p.requires_grad], lr=cfg.vqa_lr, weight_decay=cfg.weight_decay
+    )
+    sampler = EpochSampler(len(data.vqa_question), gen)
+    progress = _Progress("vqa", cfg.vqa_steps, log, cfg.log_every)
+    last: list[float] = []
+    for step in range(cfg.vqa_steps):
+        idx = sampler.take(cfg.vqa_batch_size)
+        pixels = data.pixels[[data.vqa_image[i] for i in idx]]
+        texts = [[data.vqa_question[i], *data.vqa_answers[i]] for i in idx]
+        if cfg.flip:
+            pixels, texts = flip_batch(pixels, texts, gen)
+        questions = [t[0] for t in texts]
+        answers = [a for t in texts for a in t[1:]]
+        n = [len(t) - 1 for t in texts]
+        weights = torch.tensor([w for i in idx for w in data.vqa_weights[i]], dtype=torch.float32)
+        q = tok(questions, padding="longest", truncation=True, max_length=35)
+        a = tok(answers, padding="longest")
+        lr = lr_at(step, cfg.vqa_steps, cfg.vqa_lr, cfg.min_lr, int(round(cfg.vqa_warmup_frac * cfg.vqa_steps)))
+        _set_lr(opt, lr)
+        out = obj(pixels, q["input_ids"], q["attention_mask"], a["input_ids"], a["attention_mask"], n, weights)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+        loss = float(out["loss"].detach())
+        last = (last + [loss])[-max(1, cfg.log_every) :]
+        progress.update(step, {"loss_vqa": loss}, lr)
+    vqa.eval()
+    return {"steps": cfg.vqa_steps, "seconds": progress.seconds, "final_loss_vqa": sum(last) / len(last)}
