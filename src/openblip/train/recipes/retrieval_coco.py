@@ -108,7 +108,14 @@ def get_config(arg: str | None = None) -> dict[str, Any]:
             "test_file": "coco_karpathy_test.json",
         },
     )
-    cfg["expected"] = EXPECTED["base (129M init)"]
+    return select_variant(NAME, cfg, arg, EXPECTED, large_grad_ckpt_layers=12)
+
+
+def select_variant(
+    name: str, cfg: dict[str, Any], arg: str | None, expected: dict, large_grad_ckpt_layers: int
+) -> dict[str, Any]:
+    """The base, ``large`` or ``smoke`` variant of a retrieval recipe (shared by COCO and Flickr30k)."""
+    cfg["expected"] = expected["base (129M init)"]
     if arg in (None, "", "base"):
         return cfg
     if arg == "large":
@@ -118,10 +125,10 @@ def get_config(arg: str | None = None) -> dict[str, Any]:
             batch_size=16,
             batch_size_test=32,
             lr=5e-6,
-            grad_ckpt_layers=12,
-            expected=EXPECTED["large"],
+            grad_ckpt_layers=large_grad_ckpt_layers,
+            expected=expected["large"],
         )
         return cfg
     if arg == "smoke":
         return smoke_variant(cfg)
-    raise ValueError(f"unknown variant {arg!r} of {NAME}; use None, 'large' or 'smoke'")
+    raise ValueError(f"unknown variant {arg!r} of {name}; use None, 'large' or 'smoke'")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from openblip.train.recipes.retrieval_coco import base_config, smoke_variant
+from openblip.train.recipes.retrieval_coco import base_config, select_variant
 
 NAME = "retrieval_flickr"
 TASK = "retrieval"
@@ -61,20 +61,4 @@ def get_config(arg: str | None = None) -> dict[str, Any]:
             "test_file": "flickr30k_test.json",
         },
     )
-    cfg["expected"] = EXPECTED["base (129M init)"]
-    if arg in (None, "", "base"):
-        return cfg
-    if arg == "large":
-        cfg.update(
-            arch="blip-large",
-            init="blip-large-pretrain",
-            batch_size=16,
-            batch_size_test=32,
-            lr=5e-6,
-            grad_ckpt_layers=10,
-            expected=EXPECTED["large"],
-        )
-        return cfg
-    if arg == "smoke":
-        return smoke_variant(cfg)
-    raise ValueError(f"unknown variant {arg!r} of {NAME}; use None, 'large' or 'smoke'")
+    return select_variant(NAME, cfg, arg, EXPECTED, large_grad_ckpt_layers=10)
