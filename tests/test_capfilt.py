@@ -1,5 +1,5 @@
 """CapFilt (`openblip capfilt`): resumable shards, atomic outputs, counts that add up, threshold semantics,
-provenance, the CLI, and (slow) the synthetic proof's bars."""
+provenance, the CLI, and (slow) the synthetic demo end to end."""
 
 from __future__ import annotations
 
@@ -258,7 +258,9 @@ def test_cli_help():
         assert res.exit_code == 0, (stage, res.output)
         assert "--out" in res.output
     res = runner.invoke(main, ["capfilt", "--web", "x.json"])
-    assert res.exit_code == 1 and "--out" in res.output
+    assert res.exit_code == 2 and "--out" in res.output
+    res = runner.invoke(main, ["capfilt", "--out", "o", "--queue-size", "10", "--train-batch-size", "4"])
+    assert res.exit_code == 2 and "multiple" in res.output
 
 
 def test_cli_end_to_end(world, tmp_path):
@@ -299,8 +301,90 @@ def test_cli_end_to_end(world, tmp_path):
     assert res.exit_code == 3 and json.loads((out / "summary.json").read_text())["threshold"] == 0.9
 
 
+def test_demo_tiny_end_to_end(tmp_path):
+    """The demo's code path on a tiny world and model (seconds): world with wrong and unreadable web captions, noisy
+    model, CapFilt, bootstrapped model, held-out metrics; a rerun reuses every finished piece."""
+    from openblip.capfilt.demo import metrics_table, preset, run_demo
+
+    tiny = {f: getattr(TINY, f) for f in ("vision_width", "vision_depth", "patch_size", "text_width", "text_layers")}
+    tiny.update(num_heads=2, embed_dim=16, batch_size=8, queue_size=16, log_every=1)
+    cfg = preset(
+        "quick",
+        out=tmp_path / "demo",
+        threads=1,
+        n_clean=8,
+        n_web=20,
+        n_test=6,
+        n_retrieval=4,
+        image_size=48,
+        pretrain_steps=2,
+        pretrain=tiny,
+        captioner_steps=1,
+        filter_steps=1,
+        itm_warmup_steps=1,
+        train_batch_size=4,
+        queue_size=8,
+        batch_size=8,
+        shard_size=8,
+    )
+    m = run_demo(cfg, log=lambda msg: None)
+    truth = json.loads((cfg.out / "world" / "annotations" / "capfilt_web_truth.json").read_text())
+    kinds = [r["kind"] for r in truth["web"]]
+    assert kinds.count(None) == 12 and kinds.count("broken") == 2  # 40% of 20 wrong, + 2 unreadable files
+    assert set(kinds) - {None, "broken"} <= {"attribute", "swap", "other_scene"}
+    from openblip.data.synthetic import Scene, caption_is_true
+
+    for r in truth["web"]:
+        if r["scene"] is not None:
+            assert caption_is_true(Scene.from_dict(r["scene"]), r["caption"]) == r["correct"]
+    for key in ("filter_wrong_removed", "filter_correct_kept", "synthetic_correct"):
+        assert 0.0 <= m[key] <= 1.0
+    for model in ("noisy_model", "bootstrapped_model"):
+        assert {"itc_i2t_r1", "itc_t2i_r1", "caption_exact", "caption_token_acc"} <= set(m[model])
+    assert json.loads((cfg.out / "capfilt_metrics.json").read_text())["bars"].keys() == m["bars"].keys()
+    assert "noisy" in metrics_table(m)
+    m2 = run_demo(cfg, log=lambda msg: None)  # everything reused: same numbers
+    assert m2["pretrain"]["noisy"]["reused"] and m2["pretrain"]["bootstrapped"]["reused"]
+    assert m2["noisy_model"] == m["noisy_model"] and m2["filter"] == m["filter"]
+
+
 # The issue's bars for this demo are not met yet (measured and reported on the issue); the bar test
 # `test_demo_quick_bars` is kept out of the suite until they are, rather than committed failing or weakened.
+# The slow test below is not that test: it checks only what the quick demo was measured to deliver.
+
+
+@pytest.mark.slow
+def test_demo_quick_runs_end_to_end(tmp_path):
+    """`openblip capfilt --demo --quick` end to end (about 8 minutes on 2 shared CPU cores, 1 thread).
+
+    NOT the issue's bars: none of them holds for `--quick`; for the default `--demo` only "filter keeps >= 90% of the
+    correct captions" holds, and the model comparison flips with the seed (measured values in the README section
+    "CapFilt: bootstrapping your own data"). `--quick` measured at
+    seed 0: filter_wrong_removed 0.880, filter_correct_kept 0.193, synthetic_correct 0.0, and the bootstrapped
+    model does not beat the noisy one (ITC R@1 i2t/t2i 0.025/0.015 vs 0.030/0.015). Asserted here, as measured:
+    the pipeline runs, the accounting adds up, the filter removes a larger share of the wrong web captions than of
+    the correct ones, and the bootstrapped corpus holds a larger share of true captions than the noisy one (88% vs
+    78%).
+    """
+    from openblip.capfilt.demo import preset, run_demo
+
+    m = run_demo(preset("quick", out=tmp_path / "demo", threads=1), log=lambda msg: None)
+    saved = json.loads((tmp_path / "demo" / "capfilt_metrics.json").read_text())
+    for key in (
+        "filter_wrong_removed",
+        "filter_correct_kept",
+        "synthetic_correct",
+        "noisy_model",
+        "bootstrapped_model",
+    ):
+        assert key in saved, key
+    for model in ("noisy_model", "bootstrapped_model"):
+        for key in ("itc_i2t_r1", "itc_t2i_r1", "caption_exact", "caption_token_acc"):
+            assert 0.0 <= saved[model][key] <= 1.0
+    summary = json.loads((tmp_path / "demo" / "capfilt" / "summary.json").read_text())
+    assert summary["counts_add_up"] and summary["images"]["web_unreadable"] == 2 and len(summary["failures"]) == 2
+    assert m["filter_wrong_removed"] > 1.0 - m["filter_correct_kept"]
+    assert m["corpora"]["bootstrapped"]["true_fraction"] > m["corpora"]["noisy"]["true_fraction"]
 
 
 def test_shard_store_atomic_write(tmp_path):
