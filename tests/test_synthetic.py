@@ -466,3 +466,10 @@ def test_invalid_arguments(tmp_path):
         syn.SceneObject("hexagon", "red", "small", 0.5, 0.5)
     with pytest.raises(ValueError):
         syn.parse_caption("a large green circle next to a small red square")
+
+
+def test_world_without_questions_has_no_vqa_baselines(tmp_path):
+    from openblip.data.synthetic import generate_world
+
+    info = generate_world(tmp_path, n_train=12, n_val=4, n_test=4, vqa_per_scene=0)
+    assert info.baselines["test"]["vqa"]["chance_accuracy"] is None

@@ -927,6 +927,8 @@ def _retrieval_baselines(entries: Sequence[Mapping[str, Any]], ks: Sequence[int]
 
 
 def _vqa_baselines(train: Sequence[Mapping[str, Any]], split: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    if not train or not split:  # a world generated without questions has no VQA baselines
+        return {"n_questions": len(split), "most_frequent_answer": None, "chance_accuracy": None}
     overall: Counter = Counter()
     by_type: dict[str, Counter] = defaultdict(Counter)
     by_question: dict[str, Counter] = defaultdict(Counter)
