@@ -50,16 +50,16 @@ class CheckpointError(ValueError):
 
 
 @dataclass
-class LoadReport:
-    """What loading did. Empty lists mean a perfect, strict fit."""
+class KeyReport:
+    """How a state dict fitted a module: keys missing, unexpected, of the wrong shape, resized on the way in."""
 
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     resized: list[str] = field(default_factory=list)
-    filled: list[str] = field(default_factory=list)  # keys given a default value (e.g. HF files have no `temp`)
-    training_keys: list[str] = field(default_factory=list)  # momentum copies / queues set aside
-    training_state: dict[str, torch.Tensor] = field(default_factory=dict)  # those tensors, when for_training
+
+    #: how shape mismatches name the two sides in :meth:`problems`
+    sides = ("checkpoint", "model")
 
     @property
     def ok(self) -> bool:
@@ -72,9 +72,19 @@ class LoadReport:
         if self.unexpected:
             parts.append(f"unexpected keys ({len(self.unexpected)}): {_short(self.unexpected)}")
         if self.mismatched:
-            shown = ", ".join(f"{k}: checkpoint {list(a)} vs model {list(b)}" for k, a, b in self.mismatched[:10])
+            given, expected = self.sides
+            shown = ", ".join(f"{k}: {given} {list(a)} vs {expected} {list(b)}" for k, a, b in self.mismatched[:10])
             parts.append(f"shape mismatches ({len(self.mismatched)}): {shown}")
         return "; ".join(parts)
+
+
+@dataclass
+class LoadReport(KeyReport):
+    """What loading did. Empty lists mean a perfect, strict fit."""
+
+    filled: list[str] = field(default_factory=list)  # keys given a default value (e.g. HF files have no `temp`)
+    training_keys: list[str] = field(default_factory=list)  # momentum copies / queues set aside
+    training_state: dict[str, torch.Tensor] = field(default_factory=dict)  # those tensors, when for_training
 
 
 def _short(keys: list[str], n: int = 10) -> str:
@@ -290,6 +300,35 @@ def tied_groups(model: nn.Module) -> list[list[str]]:
     return [keys for keys in by_ptr.values() if len(keys) > 1]
 
 
+def check_position_ids(state: dict[str, torch.Tensor], error: type[Exception], source: str) -> None:
+    """Drop ``*.embeddings.position_ids`` (stored by official files) after checking each is the identity arange."""
+    for key in [k for k in state if k.endswith("embeddings.position_ids")]:
+        value = state.pop(key)
+        if not torch.equal(value.flatten().long().cpu(), torch.arange(value.numel())):
+            raise error(f"{source}: {key} is not 0..{value.numel() - 1}; position ids were modified")
+
+
+def compare_keys(
+    own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], report: KeyReport, pos_embed_key: str
+) -> None:
+    """Fill ``report`` with how ``state`` fits ``own``, first resizing ``pos_embed_key`` to the module's grid.
+
+    The ViT position embedding is the one tensor resized rather than refused (bicubic, CLS row kept, as the
+    original ``interpolate_pos_embed``); every other difference is reported.
+    """
+    key = pos_embed_key
+    if key in state and key in own and state[key].shape != own[key].shape and state[key].ndim == 3:
+        if state[key].shape[-1] == own[key].shape[-1]:
+            old = list(state[key].shape)
+            state[key] = resize_pos_embed(state[key], own[key].shape[1] - 1)
+            report.resized.append(f"{key}: {old} -> {list(state[key].shape)} (bicubic)")
+    report.missing = sorted(k for k in own if k not in state)
+    report.unexpected = sorted(k for k in state if k not in own)
+    report.mismatched = [
+        (k, tuple(state[k].shape), tuple(own[k].shape)) for k in own if k in state and state[k].shape != own[k].shape
+    ]
+
+
 def fit_state_dict(
     model: BlipBase,
     state: dict[str, torch.Tensor],
@@ -310,11 +349,8 @@ def fit_state_dict(
             report.training_keys.append(key)
             if for_training:
                 report.training_state[key] = value
-        elif key.endswith("embeddings.position_ids"):
-            value = state.pop(key)
-            if not torch.equal(value.flatten().long(), torch.arange(value.numel())):
-                raise CheckpointError(f"{source}: {key} is not 0..{value.numel() - 1}; position ids were modified")
 
+    check_position_ids(state, CheckpointError, source)
     own = model.state_dict()
     # tied tensors: one stored copy is enough; several stored copies must agree
     for group in tied_groups(model):
@@ -330,17 +366,7 @@ def fit_state_dict(
         for k in group:
             state.setdefault(k, first)
 
-    for key in ("visual_encoder.pos_embed",):
-        if key in state and key in own and state[key].shape != own[key].shape and state[key].ndim == 3:
-            if state[key].shape[-1] == own[key].shape[-1]:
-                state[key] = resize_pos_embed(state[key], own[key].shape[1] - 1)
-                report.resized.append(f"{key}: {state[key].shape[1]} rows from the checkpoint's grid (bicubic)")
-
-    report.missing = sorted(k for k in own if k not in state)
-    report.unexpected = sorted(k for k in state if k not in own)
-    report.mismatched = [
-        (k, tuple(state[k].shape), tuple(own[k].shape)) for k in own if k in state and state[k].shape != own[k].shape
-    ]
+    compare_keys(own, state, report, "visual_encoder.pos_embed")
     if strict and not report.ok:
         raise CheckpointError(
             f"{source} does not fit {type(model).__name__} ({model.config.task}): {report.problems()}"

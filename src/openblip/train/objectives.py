@@ -37,13 +37,14 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from openblip.checkpoint import KeyReport, check_position_ids, compare_keys
 from openblip.losses import (
     build_itm_batch,
     itc_loss,
@@ -74,32 +75,10 @@ class TrainingStateError(ValueError):
 
 
 @dataclass
-class TrainingStateReport:
+class TrainingStateReport(KeyReport):
     """What :meth:`MomentumQueues.load_training_state` did; empty lists mean a perfect fit."""
 
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
-    resized: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
-
-    def problems(self) -> str:
-        parts = []
-        if self.missing:
-            parts.append(f"missing keys ({len(self.missing)}): {_short(self.missing)}")
-        if self.unexpected:
-            parts.append(f"unexpected keys ({len(self.unexpected)}): {_short(self.unexpected)}")
-        if self.mismatched:
-            shown = ", ".join(f"{k}: given {list(a)} vs expected {list(b)}" for k, a, b in self.mismatched[:10])
-            parts.append(f"shape mismatches ({len(self.mismatched)}): {shown}")
-        return "; ".join(parts)
-
-
-def _short(keys: list[str], n: int = 10) -> str:
-    return ", ".join(keys[:n]) + (f", ... (+{len(keys) - n} more)" if len(keys) > n else "")
+    sides = ("given", "expected")
 
 
 def _ones_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -299,29 +278,11 @@ class MomentumQueues(nn.Module):
         report lists the rest: a pre-training state loaded into a :class:`RetrievalObjective` fills the momentum
         encoders and queues but not ``idx_queue``/``ptr_queue`` (the original fine-tuning start does the same).
         """
-        from openblip.layers.vit_layers import resize_pos_embed
-
         report = TrainingStateReport()
         state = dict(state)
-        for key in list(state):
-            if key.endswith("embeddings.position_ids"):
-                value = state.pop(key)
-                if not torch.equal(value.flatten().long().cpu(), torch.arange(value.numel())):
-                    raise TrainingStateError(f"{key} is not 0..{value.numel() - 1}; position ids were modified")
+        check_position_ids(state, TrainingStateError, "training state")
         own = self.state_dict(keep_vars=True)
-        key = "visual_encoder_m.pos_embed"
-        if key in state and key in own and state[key].shape != own[key].shape and state[key].ndim == 3:
-            if state[key].shape[-1] == own[key].shape[-1]:
-                old = tuple(state[key].shape)
-                state[key] = resize_pos_embed(state[key], own[key].shape[1] - 1)
-                report.resized.append(f"{key}: {list(old)} -> {list(state[key].shape)} (bicubic)")
-        report.missing = sorted(k for k in own if k not in state)
-        report.unexpected = sorted(k for k in state if k not in own)
-        report.mismatched = [
-            (k, tuple(state[k].shape), tuple(own[k].shape))
-            for k in own
-            if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-        ]
+        compare_keys(own, state, report, "visual_encoder_m.pos_embed")
         if strict and not report.ok:
             raise TrainingStateError(
                 f"training state does not fit {type(self).__name__} (queue_size={self.queue_size}): {report.problems()}"
