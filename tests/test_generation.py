@@ -81,6 +81,7 @@ class ToyDecoder:
         use_cache=False,
         cross_kv=None,
         last_only=False,
+        float32_logits=False,
     ):
         if cross_kv is None:
             cross_kv = self.bert.cross_kv(encoder_hidden_states)

@@ -405,3 +405,28 @@ def test_caption_loss_masks_prompt_and_padding():
     with torch.no_grad():
         loss6 = model.loss(x, ids, mask, prompt_length=6)
     torch.testing.assert_close(loss6.double(), hand_lm_loss(logits, labels6, 0.1)[0], rtol=0, atol=1e-5)
+
+
+def test_low_precision_head_float32_logits_match_an_upcast_head_and_follow_weight_changes():
+    """Generation evaluates a bfloat16 model's LM head in float32 (a bf16 logit near 15 is a multiple of 1/16, which
+    reorders close beam hypotheses): equal to the head run in float32 on the same (bf16-valued) weights, and the
+    cached float32 copy is refreshed after the weights change."""
+    dec = randomize_(BertLMHeadModel(text_cfg(vocab_size=50), encoder_width=32), seed=3).eval()
+    x = torch.randn(2, 3, 32)
+    low = dec.to(torch.bfloat16).cls.predictions
+    ref = BertLMHeadModel(text_cfg(vocab_size=50), encoder_width=32)
+    ref.load_state_dict({k: v.float() for k, v in dec.state_dict().items()})
+    ref_head = ref.eval().cls.predictions
+    xb = x.to(torch.bfloat16)
+    got = low(xb, float32_logits=True)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref_head(xb.float()), rtol=0, atol=1e-5)
+    # the plain bf16 head rounds its output: not the same numbers
+    assert low(xb).dtype == torch.bfloat16 and not torch.equal(low(xb).float(), got)
+    with torch.no_grad():
+        low.transform.dense.bias.add_(1.0)
+        ref_head.transform.dense.bias.copy_(low.transform.dense.bias.float())
+    torch.testing.assert_close(low(xb, float32_logits=True), ref_head(xb.float()), rtol=0, atol=1e-5)
+    # float32 models are untouched by the flag
+    torch.testing.assert_close(ref_head(x, float32_logits=True), ref_head(x), rtol=0, atol=0)
+    assert "_float32_cache" not in dict(low.named_buffers()) and all("cache" not in k for k in low.state_dict())

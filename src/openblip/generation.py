@@ -336,6 +336,7 @@ def _step(
         use_cache=True,
         cross_kv=cross_kv,
         last_only=True,
+        float32_logits=True,
     )
     return logits[:, -1].float(), past
 
