@@ -26,3 +26,31 @@ def test_inference_benchmark_smoke(tmp_path):
     assert res["agreement"]["greedy_tokens_equal"] and res["agreement"]["vision_max_abs_diff"] < 1e-4
     assert {"caption_beam3_b8", "embed_64_b8", "itm_rerank_k64", "text_embed_b64"} <= set(res["rows"])
     assert set(res["peak_rss_mib"]) == {"ours", "hf"}
+
+
+def test_bf16_agreement_script_on_a_saved_model(tmp_path):
+    """``bf16_agreement.py`` loads a saved captioner, captions a folder in float32 and bfloat16 and reports the
+    agreement, consistent with the captions it lists as differing."""
+    from PIL import Image
+
+    from tests.helpers import random_images, tiny_model
+
+    model_dir = tmp_path / "model"
+    tiny_model("caption").save_pretrained(model_dir)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, a in enumerate(random_images(3)):
+        Image.fromarray(a).save(images / f"img{i}.png")
+    (images / "notes.txt").write_text("not an image")
+    out = tmp_path / "agree.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bf16_agreement.py"), str(model_dir), str(images)]
+    proc = subprocess.run([*cmd, "--json", str(out), "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["images"] == 3
+    assert res["identical"] == pytest.approx(1 - len(res["differing"]) / 3)
+    assert res["bf16_images_per_s"] > 0 and res["fp32_images_per_s"] > 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = subprocess.run([*cmd[:-1], str(empty)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "no images" in proc.stderr
