@@ -361,6 +361,14 @@ def test_vqa_objective_matches_per_question_loop():
     torch.testing.assert_close(out["loss"], total / 2, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="sum"):
         obj(pixels, q_ids, q_mask, a_ids, a_mask, [1, 1], weights)
+    # several questions about one image: image_index picks each question's image, the ViT runs once per image
+    one = obj(pixels[:1], q_ids, q_mask, a_ids, a_mask, n, weights, image_index=torch.tensor([0, 0]))
+    same = obj(pixels[:1].expand(2, -1, -1, -1), q_ids, q_mask, a_ids, a_mask, n, weights)
+    torch.testing.assert_close(one["loss"], same["loss"], rtol=1e-6, atol=1e-6)
+    swapped = obj(pixels.flip(0), q_ids, q_mask, a_ids, a_mask, n, weights, image_index=torch.tensor([1, 0]))
+    torch.testing.assert_close(swapped["loss"], out["loss"], rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="image_index"):
+        obj(pixels[:1], q_ids, q_mask, a_ids, a_mask, n, weights)
 
 
 def test_nlvr_objective_cross_entropy():

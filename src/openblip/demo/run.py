@@ -83,7 +83,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = ev.log_to_stderr) -> 
     n_params = sum(p.numel() for p in model.parameters())
     log(
         f"pre-training a BLIP of {n_params / 1e6:.1f}M parameters from scratch: {cfg.steps} steps of {cfg.batch_size} "
-        f"(ITC+ITM+LM, queue {cfg.queue_size}, momentum {cfg.ema_momentum:.3f}, alpha {cfg.alpha}), "
+        f"({cfg.describe_objective()}), "
         f"{torch.get_num_threads()} threads"
     )
     pre_stats = pretrain(model, cfg, train_data, log)

@@ -595,16 +595,19 @@ class VQAObjective(nn.Module):
         answer_mask: torch.Tensor | None,
         n: Sequence[int] | torch.Tensor,
         weights: torch.Tensor,
+        image_index: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``{"loss"}``.
 
         Args:
-            pixel_values: ``[B, 3, S, S]``.
+            pixel_values: ``[B, 3, S, S]`` (``[I, 3, S, S]`` with ``image_index``).
             question_ids, question_mask: ``[B, Lq]`` (the original: ``padding='longest', max_length=35``).
             answer_ids, answer_mask: ``[A, La]`` answers of all questions in order (``padding='longest'``, no
                 truncation), ``A = sum(n)``.
             n: answers per question, ``[B]``.
             weights: ``[A]`` answer weights.
+            image_index: ``[B]``, optional: question ``b`` is about image ``image_index[b]`` of ``pixel_values``
+                (several questions per image: the ViT runs once per image, not once per question).
         """
         model = self.model
         device = model.device
@@ -618,7 +621,12 @@ class VQAObjective(nn.Module):
             raise ValueError(f"n has {n.numel()} entries for {b} questions")
         if int(n.sum()) != answer_ids.shape[0]:
             raise ValueError(f"sum(n) = {int(n.sum())} answers expected, got {answer_ids.shape[0]}")
-        question_states = model.encode_question(model.encode_image(pixel_values), question_ids, question_mask, "enc")
+        image_embeds = model.encode_image(pixel_values)
+        if image_index is not None:
+            image_embeds = image_embeds[torch.as_tensor(image_index, dtype=torch.long, device=image_embeds.device)]
+        if image_embeds.shape[0] != b:
+            raise ValueError(f"{image_embeds.shape[0]} images for {b} questions (pass image_index)")
+        question_states = model.encode_question(image_embeds, question_ids, question_mask, "enc")
         states = question_states.repeat_interleave(n, dim=0)
         states_mask = question_mask.repeat_interleave(n, dim=0)
         labels = answer_ids.masked_fill(answer_ids == model.config.text.pad_token_id, -100)
