@@ -158,14 +158,15 @@ def test_lr_schedule():
 
 @pytest.mark.slow
 def test_demo_quick_meets_bars(tmp_path):
-    """`openblip demo --quick` (300 pre-training + 250 VQA steps, ~4 min on 2 cores) on held-out scenes.
+    """`openblip demo --quick` (300 pre-training + 250 VQA steps, ~4 min on 2 cores), seed 0, held-out scenes.
 
-    Asserted: the issue's --quick bars that this BLIP met on each of seeds 0, 1, 2 (README "The demo"): caption
-    token accuracy >= 0.65, ITC R@1 >= 0.15 and R@5 >= 0.50 in both directions over 500 distinct captions; and the
-    VQA model answering colour questions better than the question-only prior (it reads the image). NOT asserted
-    because NOT met on every seed: caption exact match >= 0.05 (0.02-0.03: shapes are still confused after 300
-    steps), VQA colour accuracy >= 0.40 (0.22-0.56) and overall VQA >= 0.50 (0.37-0.43: count, shape and relation
-    questions stay at their prior).
+    Asserted: the issue's --quick bars this BLIP meets on seed 0 (and seed 2; README "The demo"): caption token
+    accuracy >= 0.65, ITC R@1 >= 0.15 and R@5 >= 0.50 in both directions over 500 distinct captions; and colour
+    questions answered better than the question-only prior (the VQA model reads the image). The run is
+    deterministic, so this guards against regressions; it does not show robustness: seed 1 misses the ITC bars
+    (R@1 0.10 / 0.08, R@5 0.43 / 0.41). NOT asserted because NOT met: caption exact match >= 0.05 (0.02-0.03 on
+    seeds 0-2: shapes are still confused after 300 steps), VQA colour >= 0.40 (0.58 / 0.17 / 0.38) and overall VQA
+    >= 0.50 (0.44 / 0.26 / 0.41: count, shape and relation questions stay at or below their prior).
     """
     cfg = preset_config("quick", out=tmp_path, coco_metrics=False, gallery=False)
     m = openblip.demo.run_demo(cfg, log=lambda s: None)
