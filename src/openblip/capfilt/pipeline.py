@@ -272,6 +272,36 @@ def _load_images(items: Sequence[WebItem]) -> tuple[list[Any], list[WebItem], li
     return images, ok, errors
 
 
+def _write_shards(
+    stage: str,
+    store: ShardStore,
+    todo: Sequence[int],
+    stats: dict[str, Any],
+    shard_size: int,
+    shard_rows: Callable[[int, _Bar], list[dict[str, Any]]],
+    log: Log,
+    progress: bool | None,
+) -> None:
+    """The shard loop both scoring stages share: for each shard of ``todo`` (logging a stale marker), its rows from
+    ``shard_rows(shard, bar)`` sorted by ``web_id`` and written atomically with their marker; ``stats["done"]``
+    counts them. The progress bar counts images (``shard_size`` per shard, fewer in the last one)."""
+    n_images = stats["images"]
+    total_images = sum(max(0, min(shard_size, n_images - s * shard_size)) for s in todo)
+    bar = _Bar(total_images, stage, log, "img", show=progress)
+    t0 = time.perf_counter()
+    try:
+        for s in todo:
+            if store.has_stale_marker(s):
+                log(f"[{stage}] shard {s} does not match its marker; redoing it")
+            rows = shard_rows(s, bar)
+            rows.sort(key=lambda r: r["web_id"])
+            store.write(s, rows)
+            stats["done"] += 1
+    finally:
+        bar.close()
+    log(f"[{stage}] {stats['done']} shard(s) written in {time.perf_counter() - t0:.0f}s -> {store.folder}")
+
+
 def caption(cfg: CapFiltConfig, log: Log = log_to_stderr, progress: bool | None = None) -> dict[str, Any]:
     """Stage 2: synthetic captions for every web image, shard by shard (resumable). Returns counts."""
     import torch
@@ -293,55 +323,46 @@ def caption(cfg: CapFiltConfig, log: Log = log_to_stderr, progress: bool | None 
         f"[caption] {len(web)} web images in {total} shards ({total - len(todo)} done already): "
         f"{cfg.captions_per_image} caption(s) per image, nucleus sampling top-p {cfg.top_p}, top-k {cfg.top_k}"
     )
-    bar = _Bar(
-        sum(len(web[s * cfg.shard_size : (s + 1) * cfg.shard_size]) for s in todo), "caption", log, "img", show=progress
-    )
-    t0 = time.perf_counter()
-    try:
-        for s in todo:
-            if store.has_stale_marker(s):
-                log(f"[caption] shard {s} does not match its marker; redoing it")
-            items = web[s * cfg.shard_size : (s + 1) * cfg.shard_size]
-            rows: list[dict[str, Any]] = []
-            for b in range(0, len(items), cfg.batch_size):
-                chunk = items[b : b + cfg.batch_size]
-                images, ok, errors = _load_images(chunk)
-                rows += errors
-                seed = derive_seed("capfilt.caption", cfg.seed, chunk[0].web_id)
-                if ok and cfg.captions_per_image > 0:
-                    with torch.inference_mode():
-                        out = captioner.generate(
-                            images,
-                            sample=True,
-                            top_p=cfg.top_p,
-                            top_k=cfg.top_k,
-                            repetition_penalty=cfg.repetition_penalty,
-                            max_length=cfg.max_length,
-                            min_length=cfg.min_length,
-                            prompt=cfg.prompt,
-                            num_captions=cfg.captions_per_image,
-                            seed=seed,
-                            batch_size=len(images),
-                        )
-                else:
-                    out = [[] for _ in ok]
-                for row, (it, caps) in enumerate(zip(ok, out)):
-                    rows.append(
-                        {
-                            "web_id": it.web_id,
-                            "image": it.image,
-                            "captions": [c.text.strip() for c in caps],
-                            "seed": seed,
-                            "row": row,
-                        }
+
+    def shard_rows(s: int, bar: _Bar) -> list[dict[str, Any]]:
+        items = web[s * cfg.shard_size : (s + 1) * cfg.shard_size]
+        rows: list[dict[str, Any]] = []
+        for b in range(0, len(items), cfg.batch_size):
+            chunk = items[b : b + cfg.batch_size]
+            images, ok, errors = _load_images(chunk)
+            rows += errors
+            seed = derive_seed("capfilt.caption", cfg.seed, chunk[0].web_id)
+            if ok and cfg.captions_per_image > 0:
+                with torch.inference_mode():
+                    out = captioner.generate(
+                        images,
+                        sample=True,
+                        top_p=cfg.top_p,
+                        top_k=cfg.top_k,
+                        repetition_penalty=cfg.repetition_penalty,
+                        max_length=cfg.max_length,
+                        min_length=cfg.min_length,
+                        prompt=cfg.prompt,
+                        num_captions=cfg.captions_per_image,
+                        seed=seed,
+                        batch_size=len(images),
                     )
-                bar.update(len(chunk))
-            rows.sort(key=lambda r: r["web_id"])
-            store.write(s, rows)
-            stats["done"] += 1
-    finally:
-        bar.close()
-    log(f"[caption] {stats['done']} shard(s) written in {time.perf_counter() - t0:.0f}s -> {store.folder}")
+            else:
+                out = [[] for _ in ok]
+            for row, (it, caps) in enumerate(zip(ok, out)):
+                rows.append(
+                    {
+                        "web_id": it.web_id,
+                        "image": it.image,
+                        "captions": [c.text.strip() for c in caps],
+                        "seed": seed,
+                        "row": row,
+                    }
+                )
+            bar.update(len(chunk))
+        return rows
+
+    _write_shards("caption", store, todo, stats, cfg.shard_size, shard_rows, log, progress)
     return stats
 
 
@@ -421,40 +442,31 @@ def filter_captions(cfg: CapFiltConfig, log: Log = log_to_stderr, progress: bool
     log(
         f"[filter] scoring {len(web)} web images in {total} shards ({total - len(todo)} done already) with {model_path}"
     )
-    bar = _Bar(
-        sum(len(web[s * cfg.shard_size : (s + 1) * cfg.shard_size]) for s in todo), "filter", log, "img", show=progress
-    )
-    t0 = time.perf_counter()
-    try:
-        for s in todo:
-            if store.has_stale_marker(s):
-                log(f"[filter] shard {s} does not match its marker; redoing it")
-            cap_rows = captions.read(s)
-            rows: list[dict[str, Any]] = []
-            for b in range(0, len(cap_rows), cfg.batch_size):
-                chunk = cap_rows[b : b + cfg.batch_size]
-                rows += [dict(r) for r in chunk if "error" in r]
-                live = [r for r in chunk if "error" not in r]
-                images, ok, errors = _load_images([web[r["web_id"]] for r in live])
-                rows += errors
-                ok_ids = {it.web_id for it in ok}
-                live = [r for r in live if r["web_id"] in ok_ids]
-                texts = [web[r["web_id"]].captions + list(r["captions"]) for r in live]
-                probs = itm_match_probs(model, images, texts)
-                for r, ts, ps in zip(live, texts, probs):
-                    n_web = len(web[r["web_id"]].captions)
-                    scores = [
-                        {"caption": t, "source": "web" if j < n_web else "synthetic", "itm_prob": float(p)}
-                        for j, (t, p) in enumerate(zip(ts, ps))
-                    ]
-                    rows.append({"web_id": r["web_id"], "image": r["image"], "scores": scores})
-                bar.update(len(chunk))
-            rows.sort(key=lambda r: r["web_id"])
-            store.write(s, rows)
-            stats["done"] += 1
-    finally:
-        bar.close()
-    log(f"[filter] {stats['done']} shard(s) written in {time.perf_counter() - t0:.0f}s -> {store.folder}")
+
+    def shard_rows(s: int, bar: _Bar) -> list[dict[str, Any]]:
+        cap_rows = captions.read(s)
+        rows: list[dict[str, Any]] = []
+        for b in range(0, len(cap_rows), cfg.batch_size):
+            chunk = cap_rows[b : b + cfg.batch_size]
+            rows += [dict(r) for r in chunk if "error" in r]
+            live = [r for r in chunk if "error" not in r]
+            images, ok, errors = _load_images([web[r["web_id"]] for r in live])
+            rows += errors
+            ok_ids = {it.web_id for it in ok}
+            live = [r for r in live if r["web_id"] in ok_ids]
+            texts = [web[r["web_id"]].captions + list(r["captions"]) for r in live]
+            probs = itm_match_probs(model, images, texts)
+            for r, ts, ps in zip(live, texts, probs):
+                n_web = len(web[r["web_id"]].captions)
+                scores = [
+                    {"caption": t, "source": "web" if j < n_web else "synthetic", "itm_prob": float(p)}
+                    for j, (t, p) in enumerate(zip(ts, ps))
+                ]
+                rows.append({"web_id": r["web_id"], "image": r["image"], "scores": scores})
+            bar.update(len(chunk))
+        return rows
+
+    _write_shards("filter", store, todo, stats, cfg.shard_size, shard_rows, log, progress)
     return stats
 
 
