@@ -311,6 +311,37 @@ def test_official_training_state_loads_and_wrong_keys_raise(tmp_path):
         obj2.load_training_state({**state, "text_encoder_m.embeddings.position_ids": torch.zeros(1, 512)})
 
 
+def test_pretrain_lm_gradients_equal_the_full_logits_loss_and_phase_switches():
+    """The LM head runs at supervised positions only: the same gradients as ``lm_loss`` over all positions. With
+    ``use_queue=False`` ITC is in-batch; with ``use_itm=False`` ``loss_itm`` is 0 and the ITM head gets no gradient."""
+    model = tiny("pretrain").eval()
+    obj = PretrainObjective(model, queue_size=8, momentum=0.5).eval()
+    pixels, ids, mask = batch(4)
+    out = obj(pixels, ids, mask, alpha=0.3, generator=torch.Generator().manual_seed(3))
+    got = torch.autograd.grad(out["loss_lm"], list(model.text_decoder.parameters()), allow_unused=True)
+    emb = model.encode_image(pixels)
+    ref_loss = lm_loss(model.decoder_logits(emb, ids, mask), ids.masked_fill(ids == 0, -100), 0.1)
+    ref = torch.autograd.grad(ref_loss, list(model.text_decoder.parameters()), allow_unused=True)
+    for g, r in zip(got, ref):
+        assert (g is None) == (r is None)
+        if g is not None:
+            torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+
+    obj.use_queue, obj.use_itm = False, False
+    out = obj(pixels, ids, mask, alpha=0.0)
+    with torch.no_grad():
+        img, txt = model.image_features(emb), model.text_features(ids, mask)
+        s = img @ txt.t() / model.temp
+        ita = (
+            torch.nn.functional.cross_entropy(s, torch.arange(4))
+            + torch.nn.functional.cross_entropy(s.t(), torch.arange(4))
+        ) / 2
+    torch.testing.assert_close(out["loss_ita"], ita, rtol=1e-5, atol=1e-6)
+    assert float(out["loss_itm"]) == 0.0
+    out["loss"].backward()
+    assert all(p.grad is None for p in model.itm_head.parameters())
+
+
 def test_pretrain_state_into_retrieval_non_strict_with_resized_pos_embed():
     pre = PretrainObjective(tiny("pretrain"), queue_size=8)
     obj = RetrievalObjective(tiny("retrieval", image_size=48), queue_size=8)

@@ -1,9 +1,9 @@
 """The demo's training: a compact step-budgeted loop over the library's objectives.
 
-* Pre-training: :class:`DemoPretrainObjective`, which is :class:`openblip.train.objectives.PretrainObjective`
-  (ITC with momentum distillation and a feature queue, ITM with in-batch hard negatives, LM with label smoothing;
-  ``loss = loss_ita + loss_itm + loss_lm``) with one speed change that leaves the loss unchanged: the LM head
-  (128 -> 30,524) is applied only at the supervised positions, not at padding.
+* Pre-training: :class:`openblip.train.objectives.PretrainObjective` (ITC with momentum distillation and a
+  feature queue, ITM with in-batch hard negatives, LM with label smoothing; ``loss = loss_ita + loss_itm +
+  loss_lm``), its ``use_queue``/``use_itm`` switches set per step for the from-scratch phases
+  (:attr:`DemoConfig.phases`); :class:`DemoPretrainObjective` adds the optional joint VQA loss.
 * VQA: a :class:`openblip.models.blip.BlipVQA` whose ViT, question encoder and answer decoder are initialised from
   the pre-trained ``visual_encoder``, ``text_encoder`` and ``text_decoder`` (as the original initialises VQA from
   the pre-training checkpoint), fine-tuned with :class:`openblip.train.objectives.VQAObjective`.
@@ -20,41 +20,24 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from openblip.demo.data import EpochSampler, TrainData, flip_batch
 from openblip.demo.settings import DemoConfig
 from openblip.losses import (
-    build_itm_batch,
-    itc_loss,
-    itc_targets,
-    itm_loss,
     lm_loss,
     momentum_alpha,
-    sample_hard_negatives,
     vqa_loss,
 )
-from openblip.models.blip import BlipBase, BlipPretrain, BlipVQA, create_model, with_first_token
+from openblip.models.blip import BlipBase, BlipPretrain, BlipVQA, create_model
 from openblip.tokenizer import get_tokenizer
-from openblip.train.objectives import PretrainObjective, VQAObjective, _ones_mask
+from openblip.train.objectives import PretrainObjective, VQAObjective
 
 Log = Callable[[str], None]
 
 
 class DemoPretrainObjective(PretrainObjective):
-    """:class:`PretrainObjective` with the LM logits computed only where the LM loss looks.
-
-    ``forward`` follows ``PretrainObjective.forward`` line for line (temperature clamp, ITC with the momentum
-    update before the momentum features, enqueue, ITM on ``B`` positives + ``2B`` hard negatives, LM with ``[DEC]``
-    first and label smoothing). The LM cross-entropy is a mean over supervised tokens, so evaluating the 30,524-way
-    head at padding positions only costs time; here it is evaluated at the supervised positions only (equal loss
-    and gradients up to float rounding; ``tests/test_demo.py`` checks this).
-    """
-
-    #: ITC against ``[batch ; queue]`` (True, the original) or the batch only (the demo's warm-up from scratch).
-    use_queue: bool = True
-    #: ITM on (the original) or off (the demo's warm-up from scratch).
-    use_itm: bool = True
+    """:class:`PretrainObjective` (with its ``use_queue``/``use_itm`` switches for the from-scratch phases) plus the
+    optional joint VQA loss on the same images."""
 
     def forward(
         self,
@@ -68,53 +51,7 @@ class DemoPretrainObjective(PretrainObjective):
         """As :meth:`PretrainObjective.forward`; with ``vqa = (vqa_model, question_ids, question_mask, answer_ids,
         answer_mask, n, weights)`` also ``loss_vqa`` (the :class:`VQAObjective` loss on the same images, whose ViT
         tokens are reused) is computed and added to ``loss``."""
-        model = self.model
-        alpha = self.alpha if alpha is None else float(alpha)
-        input_ids = input_ids.to(model.device)
-        attention_mask = _ones_mask(input_ids, attention_mask)
-        self.check_batch_size(input_ids.shape[0])
-        temp = self._clamp_temp()
-
-        # ITC
-        image_embeds = model.encode_image(pixel_values)
-        image_feat = model.image_features(image_embeds)
-        text_feat = model.text_features(input_ids, attention_mask)
-        with torch.no_grad():
-            self.momentum_update()
-            # a second forward even with momentum 0 (momentum encoders = online ones): its own dropout masks make
-            # the text keys a second view of the text; reusing the online features measured worse (seed 0, 300
-            # steps: ITC R@1 0.16 / 0.15 instead of 0.30 / 0.31)
-            image_feat_m, text_feat_m = self.momentum_features(pixel_values, input_ids, attention_mask)
-        sims = self._itc_sims(image_feat, text_feat, image_feat_m, text_feat_m, temp)
-        if not self.use_queue:  # warm-up: in-batch columns only (the queue still fills)
-            sims = tuple(x[:, : input_ids.shape[0]] for x in sims)
-        sim_i2t, sim_t2i, sim_i2t_m, sim_t2i_m = sims
-        targets_i2t, targets_t2i = itc_targets(sim_i2t_m, sim_t2i_m, None, alpha)
-        loss_ita = itc_loss(sim_i2t, sim_t2i, targets_i2t, targets_t2i)
-        self.dequeue_and_enqueue(image_feat_m, text_feat_m)
-
-        # ITM with in-batch hard negatives
-        if self.use_itm:
-            neg_image, neg_text = sample_hard_negatives(sim_i2t, sim_t2i, "pretrain", generator=generator)
-            enc_ids = with_first_token(input_ids, "enc")
-            images, ids, mask, labels = build_itm_batch(image_embeds, enc_ids, attention_mask, neg_image, neg_text)
-            loss_itm = itm_loss(model.itm_logits(images, ids, mask, first_token="enc"), labels)
-        else:
-            loss_itm = image_feat.new_zeros(())
-
-        # LM: [DEC] first, pads unsupervised; the head only at supervised positions
-        decoder = model.text_decoder
-        hidden = decoder.bert(
-            with_first_token(input_ids, "dec"),
-            attention_mask=attention_mask,
-            encoder_hidden_states=image_embeds,
-            is_decoder=True,
-        ).last_hidden_state
-        targets = input_ids[:, 1:]
-        keep = targets != model.config.text.pad_token_id
-        logits = decoder.cls.predictions(hidden[:, :-1][keep])
-        loss_lm = F.cross_entropy(logits.float(), targets[keep], label_smoothing=self.label_smoothing)
-        out = {"loss_ita": loss_ita, "loss_itm": loss_itm, "loss_lm": loss_lm, "loss": loss_ita + loss_itm + loss_lm}
+        out, image_embeds = self.losses(pixel_values, input_ids, attention_mask, alpha, generator)
         if vqa is not None:
             out["loss_vqa"] = joint_vqa_loss(image_embeds, *vqa, label_smoothing=self.label_smoothing)
             out["loss"] = out["loss"] + out["loss_vqa"]

@@ -343,6 +343,11 @@ class PretrainObjective(MomentumQueues):
 
     ptr_name = "queue_ptr"
     has_idx_queue = False
+    #: ITC against ``[batch ; queue]`` (True, the original) or the batch only (the queue still fills). The demo
+    #: pre-trains from random weights with the batch only (see ``openblip.demo.settings``).
+    use_queue: bool = True
+    #: ITM on (the original) or off (``loss_itm`` is then 0; the demo's first steps from random weights).
+    use_itm: bool = True
 
     def __init__(
         self,
@@ -382,6 +387,17 @@ class PretrainObjective(MomentumQueues):
         Side effects, in the original's order: ``temp`` clamped in place to [0.001, 0.5]; momentum EMA step
         (before the momentum features); queues updated with the gathered momentum features.
         """
+        return self.losses(pixel_values, input_ids, attention_mask, alpha, generator)[0]
+
+    def losses(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        alpha: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """:meth:`forward`'s losses and the images' ViT tokens ``[B, N, D]`` (for a caller adding a loss on them)."""
         model = self.model
         alpha = self.alpha if alpha is None else float(alpha)
         device = model.device
@@ -398,23 +414,39 @@ class PretrainObjective(MomentumQueues):
         with torch.no_grad():
             self.momentum_update()
             image_feat_m, text_feat_m = self.momentum_features(pixel_values, input_ids, attention_mask)
-        sim_i2t, sim_t2i, sim_i2t_m, sim_t2i_m = self._itc_sims(image_feat, text_feat, image_feat_m, text_feat_m, temp)
+        sims = self._itc_sims(image_feat, text_feat, image_feat_m, text_feat_m, temp)
+        if not self.use_queue:
+            sims = tuple(x[:, :bs] for x in sims)
+        sim_i2t, sim_t2i, sim_i2t_m, sim_t2i_m = sims
         targets_i2t, targets_t2i = itc_targets(sim_i2t_m, sim_t2i_m, None, alpha)
         loss_ita = itc_loss(sim_i2t, sim_t2i, targets_i2t, targets_t2i)
         self.dequeue_and_enqueue(image_feat_m, text_feat_m)
 
         # ITM: in-batch hard negatives from the ITC similarities (this process only, as the original)
-        neg_image, neg_text = sample_hard_negatives(sim_i2t, sim_t2i, "pretrain", generator=generator)
-        enc_ids = with_first_token(input_ids, "enc")
-        images, ids, mask, labels = build_itm_batch(image_embeds, enc_ids, attention_mask, neg_image, neg_text)
-        loss_itm = itm_loss(model.itm_logits(images, ids, mask, first_token="enc"), labels)
+        if self.use_itm:
+            neg_image, neg_text = sample_hard_negatives(sim_i2t, sim_t2i, "pretrain", generator=generator)
+            enc_ids = with_first_token(input_ids, "enc")
+            images, ids, mask, labels = build_itm_batch(image_embeds, enc_ids, attention_mask, neg_image, neg_text)
+            loss_itm = itm_loss(model.itm_logits(images, ids, mask, first_token="enc"), labels)
+        else:
+            loss_itm = image_feat.new_zeros(())
 
-        # LM: [DEC] first, pads unsupervised
-        lm_labels = input_ids.masked_fill(input_ids == model.config.text.pad_token_id, -100)
-        logits = model.decoder_logits(image_embeds, input_ids, attention_mask)
-        loss_lm = lm_loss(logits, lm_labels, self.label_smoothing)
+        # LM: [DEC] first, pads unsupervised. The loss is a mean over supervised tokens, so the 30,524-way head is
+        # applied at those positions only (the same loss and gradients as over all positions, less time)
+        decoder = model.text_decoder
+        hidden = decoder.bert(
+            with_first_token(input_ids, "dec"),
+            attention_mask=attention_mask,
+            encoder_hidden_states=image_embeds,
+            is_decoder=True,
+        ).last_hidden_state
+        targets = input_ids[:, 1:]
+        keep = targets != model.config.text.pad_token_id
+        logits = decoder.cls.predictions(hidden[:, :-1][keep])
+        loss_lm = F.cross_entropy(logits.float(), targets[keep], label_smoothing=self.label_smoothing)
 
-        return {"loss_ita": loss_ita, "loss_itm": loss_itm, "loss_lm": loss_lm, "loss": loss_ita + loss_itm + loss_lm}
+        out = {"loss_ita": loss_ita, "loss_itm": loss_itm, "loss_lm": loss_lm, "loss": loss_ita + loss_itm + loss_lm}
+        return out, image_embeds
 
 
 class RetrievalObjective(MomentumQueues):
