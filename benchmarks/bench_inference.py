@@ -10,7 +10,7 @@ outputs agree, then reports medians of ``--repeats`` runs side by side with the 
 * ITM re-ranking of k = 16 and 64 texts against one image (openblip reuses the cached image embedding;
   transformers' ``BlipForImageTextRetrieval`` runs a full forward per pair);
 * text embedding, batch 64;
-* an opt-in bfloat16 captioning path;
+* the opt-in bfloat16 captioning paths (the whole model, and ``bfloat16-vision``: the ViT only);
 * peak RSS of each implementation (separate processes).
 
 Usage::
@@ -383,14 +383,17 @@ def main() -> None:
                 if beams == 1 and batch == 1:
                     r["ms_per_step"] = 1000 * r["ours_s"] / 20
                 rows.append((name, r))
-    if want("caption_beam3_b8_bf16"):
-        bf = ours_cap.to(torch.bfloat16)
-        r = bench_caption(None, bf, 8, 3, repeats, args.smoke, dtype=torch.bfloat16)
-        fp32 = next((x for n, x in rows if n == "caption_beam3_b8"), None)
-        ours_cap.to(torch.float32)
-        if fp32:
-            r["vs_fp32"] = fp32["ours_s"] / r["ours_s"]
-        rows.append(("caption_beam3_b8_bf16", r))
+    from openblip.checkpoint import set_precision
+
+    for name, precision in (("caption_beam3_b8_bf16", "bfloat16"), ("caption_beam3_b8_bf16vision", "bfloat16-vision")):
+        if want(name):
+            low = set_precision(ours_cap, precision)
+            r = bench_caption(None, low, 8, 3, repeats, args.smoke, dtype=low.dtype)
+            set_precision(ours_cap, torch.float32)
+            fp32 = next((x for n, x in rows if n == "caption_beam3_b8"), None)
+            if fp32:
+                r["vs_fp32"] = fp32["ours_s"] / r["ours_s"]
+            rows.append((name, r))
     for size in (384, 224) if not args.smoke else (64, 32):
         for batch in (1, 8):
             name = f"embed_{size}_b{batch}"

@@ -29,8 +29,8 @@ def test_inference_benchmark_smoke(tmp_path):
 
 
 def test_bf16_agreement_script_on_a_saved_model(tmp_path):
-    """``bf16_agreement.py`` loads a saved captioner, captions a folder in float32 and bfloat16 and reports the
-    agreement, consistent with the captions it lists as differing."""
+    """``bf16_agreement.py`` loads a saved captioner, captions a folder in float32, bfloat16 and bfloat16-vision and
+    reports each one's agreement, consistent with the captions it lists as differing."""
     from PIL import Image
 
     from tests.helpers import random_images, tiny_model
@@ -47,9 +47,11 @@ def test_bf16_agreement_script_on_a_saved_model(tmp_path):
     proc = subprocess.run([*cmd, "--json", str(out), "--threads", "1"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
-    assert res["images"] == 3
-    assert res["identical"] == pytest.approx(1 - len(res["differing"]) / 3)
-    assert res["bf16_images_per_s"] > 0 and res["fp32_images_per_s"] > 0
+    assert res["images"] == 3 and res["fp32_images_per_s"] > 0
+    assert set(res["policies"]) == {"bfloat16", "bfloat16-vision"}
+    for policy in res["policies"].values():
+        assert policy["identical"] == pytest.approx(1 - len(policy["differing"]) / 3)
+        assert policy["images_per_s"] > 0
     empty = tmp_path / "empty"
     empty.mkdir()
     proc = subprocess.run([*cmd[:-1], str(empty)], capture_output=True, text=True, timeout=300)

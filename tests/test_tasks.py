@@ -263,3 +263,43 @@ def test_vqa_generate_matches_original_semantics():
         # the original replaces the question mask by all ones for generation
         out = generate(model.text_decoder, bos, q, torch.ones_like(q_mask), num_beams=3, max_length=10, min_length=1)
     assert got == [vqa.tokenizer.decode(s, skip_special_tokens=True) for s in out.sequences.tolist()]
+
+
+def test_vision_only_bfloat16_precision(tmp_path):
+    """``dtype="bfloat16-vision"``: the ViT in bfloat16, everything else in float32, through the loading path a
+    user takes; the text side gets float32 tokens, so the caption equals float32 decoding of the bf16 ViT's tokens,
+    and ITM/ITC scores stay close to the float32 model's."""
+    from openblip.api import load
+    from openblip.checkpoint import set_precision
+    from openblip.generation import generate
+    from openblip.tasks.caption import Captioner
+
+    tiny_model("caption", seed=2).save_pretrained(tmp_path / "cap")
+    cap = Captioner(tmp_path / "cap", dtype="bfloat16-vision")
+    m = cap.model
+    assert m.dtype == torch.bfloat16 and m.text_dtype == torch.float32
+    assert {p.dtype for n, p in m.named_parameters() if n.startswith("visual_encoder.")} == {torch.bfloat16}
+    assert {p.dtype for n, p in m.named_parameters() if not n.startswith("visual_encoder.")} == {torch.float32}
+    imgs = random_images(3, seed=6)
+    pixels = cap.pixels(imgs)
+    assert pixels.dtype == torch.bfloat16
+    with torch.no_grad():
+        emb = m.encode_image(pixels)
+        vit = m.visual_encoder(pixels)
+        assert emb.dtype == torch.float32 and torch.equal(emb, vit.float())
+        fp32 = load(tmp_path / "cap")
+        fp32.visual_encoder = m.visual_encoder  # the same bf16 ViT, float32 text side: the reference
+        prompt = cap.prompt_ids("a picture of ").expand(3, -1)
+        out = generate(fp32.text_decoder, prompt, emb, num_beams=3, max_length=12, min_length=6)
+    want = [cap.tokenizer.decode(s, skip_special_tokens=True)[len("a picture of ") :] for s in out.sequences.tolist()]
+    assert cap.caption(imgs, num_beams=3, max_length=12, min_length=6) == want
+
+    ret32 = Retriever(tiny_model("retrieval", seed=3))
+    ret16 = Retriever(set_precision(tiny_model("retrieval", seed=3), "bfloat16-vision"))
+    texts = ["a dog on a sofa", "two red apples"]
+    pairs = ["a dog on a sofa", "two red apples", "a dog on a sofa"]
+    torch.testing.assert_close(ret16.itm(imgs, pairs), ret32.itm(imgs, pairs), atol=0.05, rtol=0)
+    torch.testing.assert_close(ret16.image_features(imgs), ret32.image_features(imgs), atol=0.05, rtol=0)
+    assert ret16.text_features(texts).dtype == torch.float32
+    with pytest.raises(ValueError, match="bfloat16-vision"):
+        load(tmp_path / "cap", dtype="bfloat16-text")

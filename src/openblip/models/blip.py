@@ -71,15 +71,26 @@ class BlipBase(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
+        """The image encoder's dtype (the dtype of the pixels it takes)."""
         return self.visual_encoder.pos_embed.dtype
+
+    @property
+    def text_dtype(self) -> torch.dtype:
+        """The dtype of everything after the image encoder (float32 under a ``"bfloat16-vision"`` precision,
+        otherwise :attr:`dtype`)."""
+        for name, p in self.named_parameters():
+            if not name.startswith("visual_encoder.") and p.is_floating_point():
+                return p.dtype
+        return self.dtype
 
     @property
     def image_size(self) -> int:
         return self.config.vision.image_size
 
     def encode_image(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
-        """ViT tokens ``[B, 1 + N, D]`` of preprocessed images ``[B, 3, S, S]``."""
-        return self.visual_encoder(pixel_values.to(self.device), interpolate_pos_encoding=interpolate_pos_encoding)
+        """ViT tokens ``[B, 1 + N, D]`` of preprocessed images ``[B, 3, S, S]``, in :attr:`text_dtype`."""
+        x = self.visual_encoder(pixel_values.to(self.device), interpolate_pos_encoding=interpolate_pos_encoding)
+        return x.to(self.text_dtype)
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write ``model.safetensors`` + ``config.json`` (openblip format) into directory ``path``."""

@@ -48,9 +48,9 @@ class TaskBase:
 
             model = load(model, task=self.task or None, device=device, dtype=dtype)
         elif dtype is not None or str(device) != "cpu":
-            from openblip.checkpoint import _dtype
+            from openblip.checkpoint import set_precision
 
-            model = model.to(device=device, dtype=_dtype(dtype))
+            model = set_precision(model, dtype, device)
         self.model = model.eval()
         self.tokenizer = tokenizer or get_tokenizer()
         self.batch_size = batch_size
