@@ -345,3 +345,42 @@ def test_fine_tuning_init_from_a_pretrain_checkpoint(tmp_path):
     wrong = create_model(get_arch_config("blip-tiny", "retrieval", image_size=32, embed_dim=8))
     with pytest.raises(InitError, match="do not fit"):
         init_from_blip(wrong, path)
+
+
+def test_sincos_pos_embed_is_the_2d_table_and_stays_a_parameter():
+    """``sincos_pos_embed_``: [CLS] row zero; patch (row r, column c) in PatchEmbed's row-major order holds
+    ``sin(c w), cos(c w), sin(r w), cos(r w)`` with ``w_k = 10000^(-k / (D/4))``; it stays a learned parameter; the
+    demo's model starts from it (and ``pos_init="timm"`` keeps the original's random start)."""
+    from openblip.config import VisionConfig
+    from openblip.demo.settings import preset_config
+    from openblip.demo.train import build_pretrain_model
+    from openblip.models.vision import VisionTransformer
+    from openblip.train.init_weights import sincos_pos_embed_
+
+    vit = sincos_pos_embed_(
+        VisionTransformer(VisionConfig(image_size=32, patch_size=8, width=16, depth=1, num_heads=2))
+    )
+    pos = vit.pos_embed[0].detach().double()
+    assert pos.shape == (17, 16) and vit.pos_embed.requires_grad
+    assert torch.equal(pos[0], torch.zeros(16))
+    w = 10000.0 ** (-torch.arange(4, dtype=torch.float64) / 4)
+    for r, c in [(0, 0), (0, 3), (2, 1), (3, 3)]:
+        want = torch.cat([(c * w).sin(), (c * w).cos(), (r * w).sin(), (r * w).cos()])
+        torch.testing.assert_close(pos[1 + 4 * r + c], want, rtol=0, atol=1e-6)
+    assert len({tuple(row.tolist()) for row in pos[1:]}) == 16  # every patch position distinct
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_pos_embed_(VisionTransformer(VisionConfig(image_size=16, patch_size=8, width=6, depth=1, num_heads=2)))
+    small = {"vision_width": 16, "text_width": 16, "num_heads": 2, "embed_dim": 8, "vision_depth": 1}
+    cfg = preset_config("default", **small)
+    assert cfg.pos_init == "sincos" and preset_config("long").pos_init == "sincos"
+    demo = build_pretrain_model(cfg).visual_encoder.pos_embed[0].detach()
+    torch.testing.assert_close(
+        demo[1:].double(),
+        sincos_pos_embed_(VisionTransformer(cfg.blip_config().vision)).pos_embed[0, 1:].detach().double(),
+    )
+    quick = preset_config("quick", **small)  # --quick keeps timm's N(0, 0.02) start (measured better at 300 steps)
+    assert quick.pos_init == "timm"
+    timm = build_pretrain_model(quick).visual_encoder.pos_embed.detach()
+    assert 0.015 < float(timm.std()) < 0.025  # trunc_normal(std=0.02)
+    with pytest.raises(ValueError, match="pos_init"):
+        build_pretrain_model(cfg.replace(pos_init="learned"))

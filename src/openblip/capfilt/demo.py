@@ -127,8 +127,15 @@ class CapFiltDemoConfig:
             gallery=False,
         ).replace(
             # the schedule the CapFilt numbers in the README were measured with: ITC in-batch for 20% of the steps
-            # (at most 100), then the original ITC with its queue, and ITM from then on
-            **{"itc_warmup_frac": 0.2, "itc_warmup_max": 100, "itm_warmup_frac": None, **self.pretrain}
+            # (at most 100), then the original ITC with its queue, and ITM from then on; the ViT's position
+            # embedding starts from timm's random init
+            **{
+                "itc_warmup_frac": 0.2,
+                "itc_warmup_max": 100,
+                "itm_warmup_frac": None,
+                "pos_init": "timm",
+                **self.pretrain,
+            }
         )
 
     def capfilt_config(self, world: Path) -> CapFiltConfig:

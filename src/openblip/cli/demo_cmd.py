@@ -13,13 +13,13 @@ from openblip.cli import EXIT_OK, fail, main
 @main.command()
 @click.option("--out", default="demo_out", show_default=True, type=click.Path(), help="Output folder.")
 @click.option(
-    "--quick", "budget", flag_value="quick", help="300 pre-training + 250 VQA steps (about 4 minutes of training)."
+    "--quick", "budget", flag_value="quick", help="300 pre-training + 350 VQA steps (about 4 minutes of training)."
 )
 @click.option(
     "--long",
     "budget",
     flag_value="long",
-    help="3000 + 400 steps, enough for ITM re-ranking to beat ITC (about 40-60 minutes).",
+    help="3000 + 1200 steps, enough for ITM re-ranking to beat ITC (about 40-60 minutes).",
 )
 @click.option(
     "--steps", default=None, type=click.IntRange(min=1), help="Pre-training steps (overrides the preset's budget)."
@@ -40,7 +40,7 @@ def demo(out, budget, steps, vqa_steps, seed, threads, no_coco_metrics, as_json)
     `openblip rank`), vqa_model/ (`openblip vqa --method rank --answers OUT/world/annotations/answer_list.json`),
     pretrain_model/ (every pre-trained tensor), metrics.json, gallery.png and gallery.html.
     Progress goes to stderr, the metrics table to stdout. Budgets (2 CPU cores): default 800 pre-training steps
-    + 300 VQA steps (about 9 minutes of training); --quick 300 + 250 (about 4); --long 3000 + 400.
+    + 900 VQA steps (about 11 minutes of training); --quick 300 + 350 (about 4); --long 3000 + 1200.
     """
     from openblip.demo import preset_config, run_demo
     from openblip.demo.report import metrics_table

@@ -30,6 +30,7 @@ from openblip.losses import (
 )
 from openblip.models.blip import BlipBase, BlipPretrain, BlipVQA, create_model
 from openblip.tokenizer import get_tokenizer
+from openblip.train.init_weights import sincos_pos_embed_
 from openblip.train.objectives import PretrainObjective, VQAObjective
 
 Log = Callable[[str], None]
@@ -98,6 +99,10 @@ def build_pretrain_model(cfg: DemoConfig) -> BlipPretrain:
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.blip_config("pretrain"))
     assert isinstance(model, BlipPretrain)
+    if cfg.pos_init == "sincos":
+        sincos_pos_embed_(model.visual_encoder, cfg.pos_init_scale)
+    elif cfg.pos_init != "timm":
+        raise ValueError(f"pos_init must be 'sincos' or 'timm', got {cfg.pos_init!r}")
     return model
 
 

@@ -148,8 +148,13 @@ class Captioner(TaskBase):
                 total = float(lp[kp].sum())
                 mean = total / max(n, 1)
                 out.append(
-                    {"caption": cap, "mean_logprob": mean, "sum_logprob": total, "num_tokens": n,
-                     "perplexity": float(torch.tensor(-mean).exp())}
+                    {
+                        "caption": cap,
+                        "mean_logprob": mean,
+                        "sum_logprob": total,
+                        "num_tokens": n,
+                        "perplexity": float(torch.tensor(-mean).exp()),
+                    }
                 )
         return out
 
