@@ -18,6 +18,10 @@ def fail(message: str, code: int = EXIT_FAIL) -> None:
     sys.exit(code)
 
 
+#: ``--dtype`` values of every command that loads a model (``openblip.checkpoint.set_precision`` reads them).
+DTYPE_CHOICES = ["float32", "bfloat16", "float16", "bfloat16-vision", "float16-vision"]
+
+
 def model_options(default: str | None):
     """``--model``, ``--device``, ``--dtype``, ``--batch-size`` shared by every inference command."""
 
@@ -29,7 +33,7 @@ def model_options(default: str | None):
             "--dtype",
             default="float32",
             show_default=True,
-            type=click.Choice(["float32", "bfloat16", "float16", "bfloat16-vision", "float16-vision"]),
+            type=click.Choice(DTYPE_CHOICES),
             help="Weights/activations dtype (float32 on CPU by default). 'bfloat16-vision': the image encoder in "
             "bfloat16, the text side in float32 (most of bfloat16's speed, float32's captions).",
         )(f)

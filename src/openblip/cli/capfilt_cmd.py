@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from openblip.cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, fail, main
+from openblip.cli import DTYPE_CHOICES, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, fail, main
 
 # (option, CapFiltConfig field, type, help); flags are given as "--x/--no-x"
 _OPTIONS: list[tuple[str, str, object, str]] = [
@@ -40,12 +40,7 @@ _OPTIONS: list[tuple[str, str, object, str]] = [
     ("--shard-size", "shard_size", click.IntRange(min=1), "Web images per shard (the unit of resumption) [1000]."),
     ("--batch-size", "batch_size", click.IntRange(min=1), "Images per forward pass when captioning/filtering [32]."),
     ("--device", "device", str, "torch device [cpu]."),
-    (
-        "--dtype",
-        "dtype",
-        click.Choice(["float32", "bfloat16", "float16", "bfloat16-vision", "float16-vision"]),
-        "Inference dtype [float32].",
-    ),
+    ("--dtype", "dtype", click.Choice(DTYPE_CHOICES), "Inference dtype [float32]."),
     ("--threads", "threads", click.IntRange(min=1), "torch threads (default: torch's)."),
     ("--captioner-steps", "captioner_steps", click.IntRange(min=0), "Captioner fine-tuning steps [1000]."),
     ("--captioner-lr", "captioner_lr", float, "Captioner learning rate [1e-5]."),
