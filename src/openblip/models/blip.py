@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from openblip.config import BlipConfig
+from openblip.layers.linear import Linear
 from openblip.losses import lm_loss
 from openblip.models.text import BertLMHeadModel, BertModel
 from openblip.models.vision import VisionTransformer
@@ -155,9 +156,9 @@ class BlipRetrieval(BlipBase):
         super().__init__(config)
         width = config.text.hidden_size
         self.text_encoder = BertModel(config.text, encoder_width=config.vision.width)
-        self.vision_proj = nn.Linear(config.vision.width, config.embed_dim)
-        self.text_proj = nn.Linear(width, config.embed_dim)
-        self.itm_head = nn.Linear(width, 2)
+        self.vision_proj = Linear(config.vision.width, config.embed_dim)
+        self.text_proj = Linear(width, config.embed_dim)
+        self.itm_head = Linear(width, 2)
         self.temp = nn.Parameter(torch.tensor(config.temp))
         for m in (self.vision_proj, self.text_proj, self.itm_head):
             nn.init.normal_(m.weight, std=0.02)
@@ -286,7 +287,7 @@ class BlipNLVR(BlipBase):
             twin_cross_attention=True,
             merge_from_layer=config.nlvr_merge_from_layer,
         )
-        self.cls_head = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 2))
+        self.cls_head = nn.Sequential(Linear(width, width), nn.ReLU(), Linear(width, 2))
 
     def forward(
         self,

@@ -31,6 +31,7 @@ from torch import nn
 
 from openblip.config import TextConfig
 from openblip.layers.attention import attention, merge_heads, split_heads
+from openblip.layers.linear import Linear, linear
 
 KV = tuple[torch.Tensor, torch.Tensor]
 
@@ -80,9 +81,9 @@ class BertSelfAttention(nn.Module):
     def __init__(self, cfg: TextConfig, kv_width: int) -> None:
         super().__init__()
         self.num_heads = cfg.num_heads
-        self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.key = nn.Linear(kv_width, cfg.hidden_size)
-        self.value = nn.Linear(kv_width, cfg.hidden_size)
+        self.query = Linear(cfg.hidden_size, cfg.hidden_size)
+        self.key = Linear(kv_width, cfg.hidden_size)
+        self.value = Linear(kv_width, cfg.hidden_size)
         self.dropout_p = cfg.attention_dropout
 
     def project_kv(self, states: torch.Tensor) -> KV:
@@ -124,7 +125,7 @@ class BertSelfAttention(nn.Module):
 class BertSelfOutput(nn.Module):
     def __init__(self, cfg: TextConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dense = Linear(cfg.hidden_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 
@@ -144,13 +145,13 @@ class TwinSelfOutput(nn.Module):
 
     def __init__(self, cfg: TextConfig, merge: bool) -> None:
         super().__init__()
-        self.dense0 = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.dense1 = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dense0 = Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dense1 = Linear(cfg.hidden_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
         self.merge = merge
         if merge:
-            self.merge_layer = nn.Linear(2 * cfg.hidden_size, cfg.hidden_size)
+            self.merge_layer = Linear(2 * cfg.hidden_size, cfg.hidden_size)
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         h0, h1 = self.dense0(x0), self.dense1(x1)
@@ -169,7 +170,7 @@ class TwinCrossAttention(nn.Module):
 class BertIntermediate(nn.Module):
     def __init__(self, cfg: TextConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.dense = Linear(cfg.hidden_size, cfg.intermediate_size)
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,7 +180,7 @@ class BertIntermediate(nn.Module):
 class BertOutput(BertSelfOutput):
     def __init__(self, cfg: TextConfig) -> None:
         super().__init__(cfg)
-        self.dense = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.dense = Linear(cfg.intermediate_size, cfg.hidden_size)
 
 
 class BertLayer(nn.Module):
@@ -349,7 +350,7 @@ class BertModel(nn.Module):
 class BertPredictionHeadTransform(nn.Module):
     def __init__(self, cfg: TextConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dense = Linear(cfg.hidden_size, cfg.hidden_size)
         self.act = nn.GELU()
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
@@ -361,7 +362,7 @@ class BertLMPredictionHead(nn.Module):
     def __init__(self, cfg: TextConfig) -> None:
         super().__init__()
         self.transform = BertPredictionHeadTransform(cfg)
-        self.decoder = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.decoder = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
         self.decoder.bias = self.bias  # the same Parameter under both names, as in BERT
 
@@ -390,9 +391,9 @@ class BertLMPredictionHead(nn.Module):
             cache = (key, tuple(p.detach().float() for p in params))
             self.__dict__["_float32_cache"] = cache
         dw, db, lw, lb, w, b = cache[1]
-        h = F.linear(x.float(), dw, db)
+        h = linear(x.float(), dw, db)
         h = F.layer_norm(F.gelu(h), (h.shape[-1],), lw, lb, t.LayerNorm.eps)
-        return F.linear(h, w, b)
+        return linear(h, w, b)
 
 
 class BertOnlyMLMHead(nn.Module):

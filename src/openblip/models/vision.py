@@ -21,6 +21,7 @@ from torch import nn
 
 from openblip.config import VisionConfig
 from openblip.layers.attention import attention, merge_heads
+from openblip.layers.linear import Linear
 from openblip.layers.vit_layers import DropPath, Mlp, resize_pos_embed
 
 
@@ -39,8 +40,8 @@ class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=True)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, dim * 3, bias=True)
+        self.proj = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape

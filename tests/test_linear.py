@@ -1,0 +1,63 @@
+"""openblip.layers.linear: the oneDNN float32 linear equals F.linear (values and gradients) and can be switched off."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from openblip.layers import linear as L
+
+
+@pytest.fixture
+def backend():
+    before = L._backend
+    yield L
+    L.set_linear_backend(before)
+
+
+@pytest.mark.parametrize("shape", [(5, 24), (2, 7, 24), (1, 24)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_forward_matches_f_linear(shape, bias):
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(shape, generator=g), torch.randn(40, 24, generator=g)
+    b = torch.randn(40, generator=g) if bias else None
+    with torch.inference_mode():
+        out = L.linear(x, w, b)
+    ref = x.double() @ w.double().t() + (b.double() if bias else 0)
+    assert out.shape == (*shape[:-1], 40) and out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_match_f_linear():
+    g = torch.Generator().manual_seed(1)
+    x0, w0, b0 = torch.randn(3, 6, 24, generator=g), torch.randn(40, 24, generator=g), torch.randn(40, generator=g)
+    up = torch.randn(3, 6, 40, generator=g)
+    grads = []
+    for fn in (L.linear, F.linear):
+        x, w, b = (t.clone().requires_grad_() for t in (x0, w0, b0))
+        (fn(x, w, b) * up).sum().backward()
+        grads.append((x.grad, w.grad, b.grad))
+    for ours, ref in zip(*grads):
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_module_keeps_nn_linear_interface():
+    m = L.Linear(24, 40)
+    assert isinstance(m, torch.nn.Linear) and set(m.state_dict()) == {"weight", "bias"}
+    x = torch.randn(4, 24)
+    torch.testing.assert_close(m(x), F.linear(x, m.weight, m.bias), rtol=1e-5, atol=1e-5)
+
+
+def test_other_dtypes_and_aten_backend_are_f_linear_exactly(backend):
+    x, w = torch.randn(4, 24), torch.randn(40, 24)
+    assert torch.equal(L.linear(x.bfloat16(), w.bfloat16()), F.linear(x.bfloat16(), w.bfloat16()))
+    backend.set_linear_backend("aten")
+    assert backend.linear_backend() == "aten"
+    assert torch.equal(L.linear(x, w), F.linear(x, w))
+    with pytest.raises(ValueError, match="onednn"):
+        backend.set_linear_backend("mkl")
+
+
+def test_onednn_is_used_where_pytorch_has_it(backend):
+    backend.set_linear_backend("onednn")
+    expected = "onednn" if torch.backends.mkldnn.is_available() else "aten"
+    assert backend.linear_backend() == expected
