@@ -465,7 +465,8 @@ def set_precision(model: nn.Module, dtype: torch.dtype | str | None, device: str
     ``dtype`` is a torch dtype or a name (``float32``, ``bfloat16``, ``float16``; ``None`` keeps the current one),
     or one of :data:`VISION_ONLY_DTYPES` (``"bfloat16-vision"``): the image encoder in that 16-bit dtype and
     everything else in float32. The ViT is about 80% of a beam-3 caption's FLOPs at 384 px (111 of ~143 GFLOP), so
-    this keeps most of the bfloat16 speed-up (1.70x float32 against 2.35x, base model) while the step-by-step
+    this keeps part of the bfloat16 speed-up (base model, beam 3: 1.30x float32 against 1.52x; against MKL float32,
+    before the float32 linears moved to oneDNN, 1.70x against 2.35x) while the step-by-step
     decoder, whose arg-max over close beams a 16-bit rounding can flip, stays in float32 (measured on the demo's
     trained models: captions identical to float32's on 0.98-0.99 of the test scenes against 0.91-0.96 for a
     whole-model bfloat16; see ``benchmarks/README.md``). :meth:`BlipBase.encode_image` hands the text side its
