@@ -39,9 +39,16 @@ _backend = _default_backend()
 
 
 def _onednn_available() -> bool:
+    """oneDNN is built in and its linear operator runs and agrees with ``F.linear`` on a small product (builds
+    where the operator is missing or unsupported, e.g. some ARM ones, fall back to ``F.linear``)."""
     try:
-        return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    except (AttributeError, RuntimeError):
+        if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+            return False
+        x, w, b = torch.linspace(-1, 1, 12).reshape(3, 4), torch.linspace(-2, 1, 20).reshape(5, 4), torch.ones(5)
+        with torch.no_grad():
+            out = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+        return bool(torch.allclose(out, F.linear(x, w, b), atol=1e-5))
+    except (AttributeError, RuntimeError, NotImplementedError):
         return False
 
 
