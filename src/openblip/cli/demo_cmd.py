@@ -40,7 +40,7 @@ def demo(out, budget, steps, vqa_steps, seed, threads, no_coco_metrics, as_json)
     `openblip rank`), vqa_model/ (`openblip vqa --method rank --answers OUT/world/annotations/answer_list.json`),
     pretrain_model/ (every pre-trained tensor), metrics.json, gallery.png and gallery.html.
     Progress goes to stderr, the metrics table to stdout. Budgets (2 CPU cores): default 800 pre-training steps
-    + 900 VQA steps (about 11 minutes of training); --quick 300 + 250 (about 4); --long 3000 + 1200.
+    + 900 VQA steps (about 9.5 minutes of training); --quick 300 + 250 (about 3); --long 3000 + 1200.
     """
     from openblip.demo import preset_config, run_demo
     from openblip.demo.report import metrics_table
