@@ -119,12 +119,14 @@ def gemm_peak(dtype=torch.float32, n: int = 2048, repeats: int = 5) -> float:
 
 
 def gemm_peak_onednn(n: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of the same float32 product on oneDNN (the kernel openblip's float32 CPU linears use; on AMD CPUs
-    about twice MKL's ``torch.matmul``, see ``openblip.layers.linear``); nan where PyTorch lacks oneDNN."""
-    if not torch.backends.mkldnn.is_available():
+    """GFLOP/s of the same float32 product through openblip's linear on its oneDNN backend (about twice MKL's
+    ``torch.matmul`` on AMD CPUs, see ``openblip.layers.linear``); nan where that backend is not in use."""
+    from openblip.layers.linear import linear, linear_backend
+
+    if linear_backend() != "onednn":
         return float("nan")
     a, b = torch.randn(n, n), torch.randn(n, n)
-    t = timed(lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], ""), repeats)
+    t = timed(lambda: linear(a, b), repeats)
     return 2 * n**3 / t / 1e9
 
 

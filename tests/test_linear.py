@@ -1,5 +1,9 @@
 """openblip.layers.linear: the oneDNN float32 linear equals F.linear (values and gradients) and can be switched off."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -61,3 +65,21 @@ def test_onednn_is_used_where_pytorch_has_it(backend):
     backend.set_linear_backend("onednn")
     expected = "onednn" if torch.backends.mkldnn.is_available() else "aten"
     assert backend.linear_backend() == expected
+
+
+def test_non_contiguous_input_matches_f_linear():
+    x, w, b = torch.randn(6, 5, 24).transpose(0, 1), torch.randn(40, 24), torch.randn(40)
+    assert not x.is_contiguous()
+    with torch.inference_mode():
+        torch.testing.assert_close(L.linear(x, w, b), F.linear(x, w, b), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("aten", "aten"), ("bogus", "OPENBLIP_LINEAR='bogus'")])
+def test_environment_variable_selects_backend_or_names_the_bad_value(value, expected):
+    code = "from openblip.layers.linear import linear_backend; print(linear_backend())"
+    env = {**os.environ, "OPENBLIP_LINEAR": value}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    if value == "aten":
+        assert proc.returncode == 0 and proc.stdout.strip() == "aten", proc.stderr
+    else:
+        assert proc.returncode != 0 and expected in proc.stderr and "ValueError" in proc.stderr

@@ -112,7 +112,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     needs_grad = x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     if torch.is_grad_enabled() and needs_grad:
         return _OneDNNLinear.apply(x, weight, bias)
-    return _mm(x.contiguous(), weight.contiguous(), bias)
+    return _mm(x, weight, bias)
 
 
 class Linear(nn.Linear):
