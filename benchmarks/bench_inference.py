@@ -82,6 +82,21 @@ def hf_config(smoke: bool):
     return BlipConfig(vision_config=vision, text_config=text, image_text_hidden_size=256)
 
 
+def randomize_(model: torch.nn.Module, seed: int = 0, std: float = 0.02) -> torch.nn.Module:
+    """Seeded random weights, BERT's initialiser scale: every tensor N(0, std), LayerNorm scales 1 + N(0, std).
+
+    transformers 5 constructs a model from a config with near-zero weights (std ~1e-10 measured), on which any two
+    implementations agree trivially (the vision outputs were ~1e-6 and their difference 0.0); the agreement check
+    needs weights that make the outputs differ when the computations do."""
+    g = torch.Generator().manual_seed(seed)
+    scales = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.LayerNorm)}
+    with torch.no_grad():
+        for p in model.parameters():
+            noise = std * torch.randn(p.shape, generator=g)
+            p.copy_(1.0 + noise if id(p) in scales else noise)
+    return model
+
+
 def build(kind: str, smoke: bool, workdir: Path):
     """(transformers model, openblip model) with identical random weights; kind = caption | itm."""
     from transformers import BlipForConditionalGeneration, BlipForImageTextRetrieval
@@ -90,7 +105,7 @@ def build(kind: str, smoke: bool, workdir: Path):
 
     torch.manual_seed(0)
     cls = BlipForConditionalGeneration if kind == "caption" else BlipForImageTextRetrieval
-    hf = cls(hf_config(smoke)).eval()
+    hf = randomize_(cls(hf_config(smoke)).eval())
     path = workdir / kind
     if not path.exists():
         hf.save_pretrained(path)
