@@ -85,9 +85,10 @@ def hf_config(smoke: bool):
 def randomize_(model: torch.nn.Module, seed: int = 0, std: float = 0.02) -> torch.nn.Module:
     """Seeded random weights, BERT's initialiser scale: every tensor N(0, std), LayerNorm scales 1 + N(0, std).
 
-    transformers 5 constructs a model from a config with near-zero weights (std ~1e-10 measured), on which any two
-    implementations agree trivially (the vision outputs were ~1e-6 and their difference 0.0); the agreement check
-    needs weights that make the outputs differ when the computations do."""
+    transformers' ``BlipVisionConfig`` defaults to ``initializer_range=1e-10``, so a model built from a config has
+    near-zero vision weights, on which any two implementations agree trivially (the vision outputs were ~1e-6 and
+    their difference 0.0); the agreement check needs weights that make the outputs differ when the computations
+    do."""
     g = torch.Generator().manual_seed(seed)
     scales = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.LayerNorm)}
     with torch.no_grad():
