@@ -61,6 +61,20 @@ def test_other_dtypes_and_aten_backend_are_f_linear_exactly(backend):
         backend.set_linear_backend("mkl")
 
 
+def test_cpu_autocast_casts_like_f_linear_forward_and_backward(backend):
+    # the oneDNN operator has no autocast rule: without the fallback a `--bf16` step ran these in float32
+    backend.set_linear_backend("onednn")
+    m = L.Linear(24, 40)
+    x = torch.randn(4, 24, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, ref = m(x), F.linear(x, m.weight, m.bias)
+    assert out.dtype == ref.dtype == torch.bfloat16
+    assert torch.equal(out, ref)
+    out.float().sum().backward()
+    assert m.weight.grad is not None and m.weight.grad.dtype == torch.float32
+    assert L.linear(x, m.weight).dtype == torch.float32  # outside autocast: float32 again
+
+
 def test_onednn_is_used_where_pytorch_has_it(backend):
     backend.set_linear_backend("onednn")
     expected = "onednn" if torch.backends.mkldnn.is_available() else "aten"

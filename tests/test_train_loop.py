@@ -477,9 +477,23 @@ def test_in_process_trainer_api_with_accumulation_bf16_and_grad_ckpt(world, tmp_
             calls.append((step, model.training))
             return {"steps_seen": step}
 
+    from openblip.layers.linear import Linear
+
+    linear_dtypes = []
+
+    def record(module, args, output):
+        if isinstance(module, Linear) and module.training:
+            linear_dtypes.append(output.dtype)
+
     cfg = recipes.resolve_paths(recipes.get_config("caption_coco", "smoke"), world)
     cfg.update(grad_accum=2, bf16=True, grad_ckpt_layers=1, epochs=1, eval_kind=None)
-    result = Trainer(cfg, tmp_path / "run", hooks=[CountingHook()], log=lambda m: None).run()
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        result = Trainer(cfg, tmp_path / "run", hooks=[CountingHook()], log=lambda m: None).run()
+    finally:
+        handle.remove()
+    # bf16 really reaches the linear layers of the training steps (their oneDNN path must defer to autocast)
+    assert linear_dtypes and set(linear_dtypes) == {torch.bfloat16}
     assert result.global_step == 32 // (4 * 2)  # 4 optimizer steps of 2 micro-batches
     assert calls == [(2, False), (4, False)]
     recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -9,7 +9,8 @@ float32 products with float32 accumulation; only the summation order differs (~1
 
 The oneDNN call is ``torch.ops.mkldnn._linear_pointwise`` (the operator ``torch.compile`` lowers CPU linears to).
 It is used only for float32 tensors on the CPU when PyTorch was built with oneDNN; everything else (CUDA,
-bfloat16, float16) goes through ``F.linear`` unchanged. Under autograd the forward and the input gradient run on
+bfloat16, float16, and anything under ``torch.autocast`` on the CPU, whose casting policy only ``F.linear`` carries)
+goes through ``F.linear`` unchanged. Under autograd the forward and the input gradient run on
 oneDNN; the weight gradient (``grad_out^T @ x``, which oneDNN would need transposed copies for) stays on
 ``torch.matmul``. ``set_linear_backend("aten")`` or the environment variable ``OPENBLIP_LINEAR=aten`` switches
 every ``Linear`` back to ``F.linear``.
@@ -97,6 +98,13 @@ class _OneDNNLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4 has no device-type argument
+        return torch.is_autocast_cpu_enabled()
+
+
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (
         _ONEDNN
@@ -106,6 +114,9 @@ def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and weight.dtype == torch.float32
         and x.dim() >= 2
         and x.numel() > 0
+        # autocast casts F.linear's operands to its dtype; the oneDNN operator has no autocast rule and would
+        # silently run a `--bf16` training step's linears in float32
+        and not _cpu_autocast()
     )
 
 
