@@ -406,10 +406,42 @@ def test_strict_raises_with_path(root):
     assert e.value.source == str(root / "img" / "missing.png")
     with pytest.raises(ImageLoadError, match="corrupt.png"):
         ds[2]
-    nlvr = D.NLVRDataset([{"images": ["red.png", "missing.png"], "sentence": "x", "label": "True"}], root / "img", None)
+    pair = [{"images": ["red.png", "missing.png"], "sentence": "x", "label": "True"}]
+    nlvr = D.NLVRDataset(pair, root / "img", None, train=True)
     with pytest.raises(D.TooManyBadImages):
         nlvr[0]
     assert nlvr.failures[0].path.endswith("missing.png")
+
+
+def test_evaluation_datasets_are_strict_by_default(root):
+    # a skipped eval item would be replaced by the next one: one image/question scored twice, one never
+    records = [{"image": "red.png", "caption": ["a"]}, {"image": "missing.png", "caption": ["b"]}]
+    assert D.CaptionEvalDataset(records, root / "img", None).strict
+    with pytest.raises(ImageLoadError, match="missing.png"):
+        D.CaptionEvalDataset(records, root / "img", None)[1]
+    lenient = D.CaptionEvalDataset(records, root / "img", None, strict=False)
+    assert lenient[1][1] == 0 and lenient.failure_count == 1  # opted in: the substitute is item 0
+    questions = [{"image": "missing.png", "question": "what?", "question_id": 7}]
+    with pytest.raises(ImageLoadError, match="missing.png"):
+        D.VQADataset(questions, root / "img", None, split="test")[0]
+    assert not D.VQADataset(questions, root / "img", None, split="train").strict
+    pair = [{"images": ["red.png", "missing.png"], "sentence": "x", "label": "True"}]
+    with pytest.raises(ImageLoadError, match="missing.png"):
+        D.NLVRDataset(pair, root / "img", None)[0]
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"), [("True", 1), ("False", 0), (True, 1), (False, 0), (1, 1), (0, 0), (" true ", 1)]
+)
+def test_nlvr_labels_follow_the_metric_parser(root, label, expected):
+    pair = [{"images": ["red.png", "red.png"], "sentence": "x", "label": label}]
+    assert D.NLVRDataset(pair, root / "img", None)[0][3] == expected
+
+
+def test_nlvr_unknown_label_is_an_error(root):
+    pair = [{"images": ["red.png", "red.png"], "sentence": "x", "label": "maybe"}]
+    with pytest.raises(ValueError, match="maybe"):
+        D.NLVRDataset(pair, root / "img", None)[0]
 
 
 class _PathDataset(torch.utils.data.Dataset):

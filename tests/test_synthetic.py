@@ -453,7 +453,9 @@ def test_baselines_are_computed_and_in_range(world):
 def test_vqa_accuracy_and_image_ids():
     assert syn.vqa_accuracy("2", ["2"] * 10) == 1.0
     assert syn.vqa_accuracy("3", ["2"] * 10) == 0.0
-    assert syn.vqa_accuracy("2", ["2", "2"] + ["3"] * 8) == pytest.approx(2 / 3)
+    # the official leave-one-out average, not min(1, matches / 3): 2 of 10 subsets keep one "2", 8 keep two
+    assert syn.vqa_accuracy("2", ["2", "2"] + ["3"] * 8) == pytest.approx((2 * 1 / 3 + 8 * 2 / 3) / 10)
+    assert syn.vqa_accuracy("two", ["2"] * 3 + ["3"] * 7) == pytest.approx(0.9)  # normalised; 3 of 10 -> 0.9
     assert syn.image_id_from_path("images/val/scene_000123.png") == 123
 
 

@@ -24,7 +24,10 @@ flip swaps "left" and "right"); ``None`` returns the loaded PIL image.
 raises :class:`~openblip.image.ImageLoadError` (missing, empty, truncated, corrupt file ...), the dataset logs one
 warning line naming the path and the reason (logger ``openblip.data.datasets``), records the failure and returns
 the next item that loads (index + 1, + 2, ... wrapping around; deterministic). ``strict=True`` re-raises the error
-instead. ``dataset.failures`` lists the :class:`ImageFailure` records and ``dataset.failure_count`` counts them --
+instead. Evaluation datasets (:class:`CaptionEvalDataset`, :class:`VQADataset` with ``split="test"``,
+:class:`NLVRDataset` with ``train=False``) are strict by default: there a substitute item would score one
+image or question twice and another never, under the wrong id; pass ``strict=False`` to opt in.
+``dataset.failures`` lists the :class:`ImageFailure` records and ``dataset.failure_count`` counts them --
 across ``DataLoader`` workers too (a shared-memory counter); the list itself holds the failures seen in the calling
 process, or, with ``failure_log=path``, every process's failures (appended there as JSON lines). More than
 ``max_consecutive_failures`` failures in a row raise :class:`TooManyBadImages` (usually a wrong image root).
@@ -51,6 +54,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from openblip.data.augment import WorkerSeededRandom, swap_left_right
+from openblip.eval.nlvr import as_bool_label
 from openblip.image import ImageLoadError, load_image
 from openblip.text import pre_caption, pre_question
 
@@ -425,7 +429,7 @@ class CaptionEvalDataset(_ImageDataset):
         max_words: int = 30,
         *,
         return_image_id: bool = False,
-        strict: bool = False,
+        strict: bool = True,
         max_consecutive_failures: int = 100,
         failure_log: PathLike | None = None,
     ) -> None:
@@ -553,10 +557,11 @@ class VQADataset(_ImageDataset):
         answer_list: PathLike | Sequence[str] | None = None,
         max_ques_words: int = 50,
         *,
-        strict: bool = False,
+        strict: bool | None = None,
         max_consecutive_failures: int = 100,
         failure_log: PathLike | None = None,
     ) -> None:
+        strict = split == "test" if strict is None else strict
         super().__init__(transform, strict, max_consecutive_failures, failure_log)
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -628,7 +633,8 @@ def vqa_collate_fn(batch: Sequence[tuple[Any, str, list[str], list[float]]]) -> 
 class NLVRDataset(_ImageDataset):
     """NLVR2 (``nlvr_dataset``): ``{"images": [p0, p1], "sentence": str, "label": "True" | "False"}``.
 
-    Item: ``(image0, image1, pre_caption(sentence, max_words), label)`` with label 1 for ``"True"``, else 0. With
+    Item: ``(image0, image1, pre_caption(sentence, max_words), label)`` with label 1 for ``"True"`` (or ``True``,
+    ``1``, any case), 0 for ``"False"``; any other label is a ``ValueError`` (the original maps it to 0). With
     ``train=True``, half of the items (one draw each) swap the two images and swap "left"/"right" in the sentence,
     which keeps the label valid (NLVR2's "left"/"right" name the images).
 
@@ -647,10 +653,11 @@ class NLVRDataset(_ImageDataset):
         train: bool = False,
         max_words: int = 40,
         *,
-        strict: bool = False,
+        strict: bool | None = None,
         max_consecutive_failures: int = 100,
         failure_log: PathLike | None = None,
     ) -> None:
+        strict = not train if strict is None else strict
         super().__init__(transform, strict, max_consecutive_failures, failure_log)
         self.annotation = load_annotations(ann_file)
         self.image_root = image_root
@@ -667,7 +674,7 @@ class NLVRDataset(_ImageDataset):
         image0, _ = _apply(self.transform, raw0, None)
         image1, _ = _apply(self.transform, raw1, None)
         sentence = pre_caption(ann["sentence"], self.max_words)
-        label = 1 if ann["label"] == "True" else 0
+        label = int(as_bool_label(ann["label"]))  # the original: == "True"; a bool, 0/1 or "true" count too
         if self.train and self._rng.get().random() >= 0.5:
             return image1, image0, swap_left_right(sentence), label
         return image0, image1, sentence, label

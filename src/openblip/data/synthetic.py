@@ -768,8 +768,12 @@ def make_questions(
 
 
 def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
-    """VQA v2 accuracy ``min(1, #matching human answers / 3)`` (exact string match)."""
-    return min(1.0, sum(a == prediction for a in answers) / 3.0)
+    """The official VQA v2 accuracy of one answer as a **fraction** in [0, 1] (the world's baselines are fractions):
+    :func:`openblip.eval.vqa.question_accuracy` (answer normalisation, ``min(1, #matches / 3)`` averaged over the
+    ten 9-of-10 subsets of the human answers) / 100."""
+    from openblip.eval.vqa import question_accuracy
+
+    return question_accuracy(prediction, answers) / 100.0
 
 
 # ----------------------------------------------------------------------------------------------------------------
