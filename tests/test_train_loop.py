@@ -220,6 +220,17 @@ def test_global_batches_do_not_depend_on_the_number_of_processes():
     assert len(GlobalBatchSampler(50, 8, seed=3, epoch=2, start_batch=4)) == 2
 
 
+def test_an_epoch_longer_than_the_data_repeats_the_permutation():
+    # pre-training on a LAION shard smaller than the first: the epoch keeps its length, as DistributedSampler pads
+    batches = list(GlobalBatchSampler(10, 4, seed=1, epoch=0, num_batches=5))
+    flat = [i for b in batches for _, i in b]
+    assert len(batches) == 5 and all(len(b) == 4 for b in batches)
+    assert sorted(flat[:10]) == list(range(10)) and flat[10:] == flat[:10]
+    assert batches[:2] == list(GlobalBatchSampler(10, 4, seed=1, epoch=0))  # the complete batches are unchanged
+    with pytest.raises(ValueError, match="empty"):
+        list(GlobalBatchSampler(0, 4, num_batches=1))
+
+
 def test_per_sample_seeding_is_position_independent_and_keeps_the_caller_rng():
     class Noise(torch.utils.data.Dataset):
         def __len__(self):
@@ -499,6 +510,72 @@ def test_in_process_trainer_api_with_accumulation_bf16_and_grad_ckpt(world, tmp_
     recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["probe/steps_seen"] for r in recs if r.get("event") == "eval"] == [2.0, 4.0]
     assert all(math.isfinite(r["loss"]) for r in recs if "loss" in r)
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def _in_process(world, tmp_path, recipe, **overrides):
+    from openblip.train import recipes
+    from openblip.train.loop import Trainer
+
+    cfg = recipes.resolve_paths(recipes.get_config(recipe, "smoke"), world)
+    cfg.update(eval_kind=None, **overrides)
+    return Trainer(cfg, tmp_path, log=lambda m: None).run(), cfg
+
+
+def test_laion_shards_of_other_sizes_keep_the_epoch_length(world, tmp_path):
+    """A later LAION shard smaller than the first one (which sets the epoch length) used to end the epoch early
+    with a bare StopIteration; now the epoch repeats its permutation, as the original's sampler pads."""
+    from openblip.data.datasets import load_annotations
+    from openblip.train import recipes
+
+    records = load_annotations(recipes.resolve_paths(recipes.get_config("pretrain", "smoke"), world)["train_files"])
+    laion = tmp_path / "laion"
+    laion.mkdir()
+    (laion / "a.json").write_text(json.dumps(records[:16]))
+    (laion / "b.json").write_text(json.dumps(records[:4]))
+    result, cfg = _in_process(world, tmp_path / "run", "pretrain", laion_path=str(laion), epochs=2)
+    per_epoch = (len(records) + 16) // cfg["batch_size"]
+    assert result.global_step == 2 * per_epoch
+
+
+def test_gradient_accumulation_takes_one_ema_step_per_optimizer_step(world, tmp_path, monkeypatch):
+    from openblip.train import objectives as O
+
+    calls = {"ema": 0, "enqueue": 0}
+    update, enqueue = O.MomentumQueues.momentum_update, O.MomentumQueues._enqueue
+
+    def counting_update(self):
+        calls["ema"] += 1
+        return update(self)
+
+    def counting_enqueue(self, *args):
+        calls["enqueue"] += 1
+        return enqueue(self, *args)
+
+    monkeypatch.setattr(O.MomentumQueues, "momentum_update", counting_update)
+    monkeypatch.setattr(O.MomentumQueues, "_enqueue", counting_enqueue)
+    result, _ = _in_process(world, tmp_path / "run", "pretrain", grad_accum=2, max_steps=3)
+    # the online weights change once per optimizer step; every micro-batch's features still enter the queue
+    assert result.global_step == 3 and calls == {"ema": 3, "enqueue": 6}
+
+
+def test_checkpoints_keep_the_model_once(world, tmp_path):
+    _in_process(world, tmp_path / "cap", "caption_coco", max_steps=2, save_every=2)
+    _in_process(world, tmp_path / "pre", "pretrain", max_steps=2, save_every=2)
+    cap, pre = load_checkpoint(tmp_path / "cap" / "checkpoints"), load_checkpoint(tmp_path / "pre" / "checkpoints")
+    assert cap["objective"] == {} and cap["model"]
+    assert pre["objective"] and not [k for k in pre["objective"] if k.startswith("model.")]
+    assert {"image_queue", "text_queue"} <= set(pre["objective"])
+    assert any(k.startswith("visual_encoder_m.") for k in pre["objective"])
+
+
+def test_missing_answer_list_skips_vqa_evaluation_up_front(world, tmp_path):
+    run = train(
+        ["--recipe", "vqa", "--variant", "smoke", "--data-root", str(world), "--out", str(tmp_path / "run")]
+        + ["--set", "answer_list=nope.json", "--set", "test_at_end=true", "--steps", "1"]
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "nope.json" in run.stderr and "evaluation" in run.stderr
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
 
 

@@ -56,7 +56,9 @@ class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
         batch_size: samples per rank per (micro-)batch.
         world_size, rank: the process layout.
         seed, epoch: select the permutation.
-        num_batches: how many global batches the epoch has (default: all complete ones).
+        num_batches: how many global batches the epoch has (default: all complete ones). More than the data holds
+            (pre-training on a LAION shard smaller than the one the epoch length was set from) repeat the
+            permutation from its start, as the original's ``DistributedSampler`` pads to its fixed length.
         start_batch: skip this many global batches (resuming inside an epoch).
         shuffle: draw a permutation (training) or keep the file order.
     """
@@ -83,7 +85,9 @@ class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
         self.epoch = int(epoch)
         self.global_batch = self.batch_size * self.world_size
         complete = self.dataset_len // self.global_batch
-        self.num_batches = complete if num_batches is None else min(int(num_batches), complete)
+        self.num_batches = complete if num_batches is None else int(num_batches)
+        if self.num_batches > 0 and self.dataset_len < 1:
+            raise ValueError("cannot draw batches from an empty dataset")
         self.start_batch = int(start_batch)
         self.shuffle = shuffle
 
@@ -91,6 +95,8 @@ class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
         """Every global batch of the epoch (all ranks), from the first."""
         order = epoch_permutation(self.dataset_len, self.seed, self.epoch, self.shuffle)
         g = self.global_batch
+        if self.num_batches * g > len(order):
+            order = order * -(-self.num_batches * g // len(order))
         return [order[i * g : (i + 1) * g] for i in range(self.num_batches)]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:

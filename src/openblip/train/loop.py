@@ -80,6 +80,7 @@ from openblip.train.checkpointing import (
 )
 from openblip.train.data import GlobalBatchSampler, PerSampleSeeded, _mix
 from openblip.train.distributed import is_dist
+from openblip.train.objectives import MomentumQueues
 from openblip.train.optim import Schedule, build_optimizer
 
 CRASH_EXIT_CODE = 86
@@ -257,6 +258,24 @@ def build_objective(config: Mapping[str, Any], model: BlipBase) -> nn.Module:
     if task == "nlvr":
         return O.NLVRObjective(model)
     raise TrainingError(f"no objective for task {task!r}")
+
+
+def objective_state(objective: nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint keeps of the objective: its own tensors (momentum encoders, queues, pointers), not the
+    wrapped ``model.*`` ones, which the checkpoint's ``"model"`` already holds (``{}`` for caption, VQA, NLVR)."""
+    return {k: v.detach().cpu() for k, v in objective.state_dict().items() if not k.startswith("model.")}
+
+
+def load_objective_state(objective: nn.Module, state: Mapping[str, torch.Tensor], source: Any = None) -> None:
+    """Load :func:`objective_state` (or an older checkpoint's full objective state) strictly on the objective's own
+    tensors."""
+    missing, unexpected = objective.load_state_dict(dict(state), strict=False)
+    missing = [k for k in missing if not k.startswith("model.")]
+    if missing or unexpected:
+        raise TrainingError(
+            f"{source or 'checkpoint'}: the objective state does not fit {type(objective).__name__}: "
+            f"missing {missing[:5]}, unexpected {list(unexpected)[:5]}"
+        )
 
 
 def build_eval_hooks(config: Mapping[str, Any], split: str = "val", out_dir: Path | None = None) -> list[Any]:
@@ -537,7 +556,7 @@ class Trainer:
 
             fit_state_dict(model, ckpt["model"], strict=True, source=ckpt["path"])
             if ckpt.get("objective"):
-                objective.load_state_dict(ckpt["objective"])
+                load_objective_state(objective, ckpt["objective"], ckpt["path"])
             optimizer.load_state_dict(ckpt["optimizer"])
             diffs = schedule.differences(ckpt["schedule"])
             if diffs:
@@ -661,7 +680,7 @@ class Trainer:
 
                 state = {
                     "model": _unique_state(model),
-                    "objective": {k: v.detach().cpu() for k, v in objective.state_dict().items()},
+                    "objective": objective_state(objective),
                     "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(),
                     "epoch": ep,
@@ -722,6 +741,8 @@ class Trainer:
                             alpha = momentum_alpha(float(cfg["alpha"]), epoch, i, micro_per_epoch, alpha_warmup)
                         if nan_step == global_step + 1 and micro == 0:
                             batch = steps.poison(task, batch)
+                        if isinstance(objective, MomentumQueues):  # one EMA step per optimizer step
+                            objective.update_momentum = micro == 0
                         ctx = steps.StepContext(tokenizer, device, cfg, alpha, neg_gen)
                         sync = ddp is None or micro == accum - 1
                         with contextlib.nullcontext() if sync else ddp.no_sync():

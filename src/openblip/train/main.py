@@ -204,11 +204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             _err(f"training annotation file(s) not found: {', '.join(missing)} (check --data-root / --ann-root)")
             return EXIT_FAIL
         for f in recipes.check_paths(config):
-            if f not in missing:
-                print(f"warning: evaluation file not found, skipped: {f}", file=sys.stderr)
-                for key in ("val_file", "test_file"):
-                    if config.get(key) == f:
-                        config[key] = None
+            # the VQA evaluation ranks the answer list: without it neither split can be evaluated
+            answers_missing = f == config.get("answer_list")
+            keys = [k for k in ("val_file", "test_file") if config.get(k) and (answers_missing or config[k] == f)]
+            what = f" (no {' / '.join(keys)} evaluation)" if keys else ""
+            print(f"warning: evaluation file not found, skipped: {f}{what}", file=sys.stderr)
+            for key in keys:
+                config[key] = None
     trainer = Trainer(config, out, resume=args.resume, resume_overrides=explicit)
     try:
         trainer.run()

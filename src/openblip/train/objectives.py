@@ -99,6 +99,10 @@ class MomentumQueues(nn.Module):
 
     ptr_name = "queue_ptr"
     has_idx_queue = False
+    #: Whether a forward takes its EMA step (the original: every forward, i.e. every optimizer step). The training
+    #: loop clears it for the 2nd..kth micro-batch of a gradient-accumulation step: the online weights have not
+    #: changed since the first, and k EMA steps would make the momentum encoders move as with momentum m**k.
+    update_momentum: bool = True
 
     def __init__(
         self,
@@ -412,7 +416,8 @@ class PretrainObjective(MomentumQueues):
         image_feat = model.image_features(image_embeds)
         text_feat = model.text_features(input_ids, attention_mask)
         with torch.no_grad():
-            self.momentum_update()
+            if self.update_momentum:
+                self.momentum_update()
             image_feat_m, text_feat_m = self.momentum_features(pixel_values, input_ids, attention_mask)
         sims = self._itc_sims(image_feat, text_feat, image_feat_m, text_feat_m, temp)
         if not self.use_queue:
@@ -533,7 +538,8 @@ class RetrievalObjective(MomentumQueues):
         text_feat = model.text_features(input_ids, attention_mask)
         positives = self.itc_positive_mask(idx)
         with torch.no_grad():
-            self.momentum_update()
+            if self.update_momentum:
+                self.momentum_update()
             image_feat_m, text_feat_m = self.momentum_features(pixel_values, input_ids, attention_mask)
         sim_i2t, sim_t2i, sim_i2t_m, sim_t2i_m = self._itc_sims(image_feat, text_feat, image_feat_m, text_feat_m, temp)
         targets_i2t, targets_t2i = itc_targets(sim_i2t_m, sim_t2i_m, positives, alpha)
