@@ -224,6 +224,63 @@ def test_threshold_semantics_and_provenance(world, models, tmp_path, monkeypatch
     assert summary["per_source"]["web"]["dropped_filter"] == 0
 
 
+def test_ready_made_models_need_no_clean_set(world, models, tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        P, "itm_match_probs", lambda m, images, texts, max_text_length=35: [[0.9] * len(t) for t in texts]
+    )
+    cfg = _cfg(world, tmp_path / "run", clean=None, init=None, **models)
+    summary = P.run(cfg, **QUIET)
+    assert summary["per_source"]["clean"]["in"] == 0 and summary["corpus"]["by_source"]["clean"] == 0
+    assert summary["per_source"]["web"]["kept"] > 0 and (cfg.out / "corpus.json").is_file()
+
+
+def test_a_refused_stage_keeps_the_saved_settings(world, models, tmp_path):
+    cfg = _cfg(world, tmp_path / "run", **models)
+    P.run_stage("caption", cfg, **QUIET)
+    saved = (cfg.out / "capfilt_config.json").read_text()
+    for changed in (cfg.replace(seed=1), cfg.replace(dtype="bfloat16")):
+        with pytest.raises(StageMismatchError):
+            P.run_stage("caption", changed, **QUIET)
+        assert (cfg.out / "capfilt_config.json").read_text() == saved
+
+
+def test_one_image_file_is_one_web_image_and_empty_web_captions_are_dropped(world, models, tmp_path, monkeypatch):
+    scene = "images/train/" + sorted((world / "world" / "images" / "train").iterdir())[0].name
+    web = [
+        {"image": scene, "caption": "a red square"},
+        {"image": "./" + scene, "caption": ["", "a blue circle"]},
+        {"image": str(world / "world" / scene), "caption": "a red square"},
+    ]
+    (tmp_path / "web.json").write_text(json.dumps(web))
+    cfg = _cfg(
+        world, tmp_path / "run", web=str(tmp_path / "web.json"), captions_per_image=0, filter_web=False, **models
+    )
+    items = P.load_web(cfg)
+    assert len(items) == 1 and items[0].captions == ["a red square", "", "a blue circle", "a red square"]
+    monkeypatch.setattr(
+        P, "itm_match_probs", lambda m, images, texts, max_text_length=35: [[0.9] * len(t) for t in texts]
+    )
+    summary = P.run(cfg.replace(clean=None), **QUIET)
+    web_counts = summary["per_source"]["web"]
+    assert web_counts == {**web_counts, "in": 4, "kept": 2, "dropped_empty": 1, "dropped_duplicate": 1}
+    corpus = [e for e in json.loads((cfg.out / "corpus.json").read_text()) if e["source"] == "web"]
+    assert sorted(e["caption"] for e in corpus) == ["a blue circle", "a red square"]
+
+
+def test_finetuning_refuses_other_data_or_hyperparameters(world, tmp_path):
+    cfg = _cfg(world, tmp_path / "run", captioner_steps=1)
+    P.finetune_captioner(cfg, **QUIET)
+    for changed in (cfg.replace(weight_decay=0.5), cfg.replace(image_root=str(tmp_path))):
+        with pytest.raises(StageMismatchError):
+            P.finetune_captioner(changed, **QUIET)
+
+
+def test_a_caption_that_is_not_text_is_a_clear_error(world, tmp_path):
+    (tmp_path / "web.json").write_text(json.dumps([{"image": "a.png", "caption": None}]))
+    with pytest.raises(ValueError, match="record 0.*'caption' must be a string or a list of strings"):
+        P.load_web(_cfg(world, tmp_path / "run", web=str(tmp_path / "web.json")))
+
+
 def test_finetune_resumes_from_its_training_state(world, tmp_path, monkeypatch):
     cfg = _cfg(world, tmp_path / "ref", save_every=2)
     P.finetune_filter(cfg.replace(filter_steps=4), **QUIET)

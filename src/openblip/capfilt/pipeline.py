@@ -84,14 +84,15 @@ def _captions_of(record: Mapping[str, Any], where: str) -> list[str]:
     if "image" not in record or "caption" not in record:
         raise ValueError(f"{where}: every record needs 'image' and 'caption', got keys {sorted(record)}")
     caps = record["caption"]
-    caps = [caps] if isinstance(caps, str) else list(caps)
-    if not all(isinstance(c, str) for c in caps):
-        raise ValueError(f"{where}: captions must be strings")
+    caps = [caps] if isinstance(caps, str) else caps
+    if not isinstance(caps, (list, tuple)) or not all(isinstance(c, str) for c in caps):
+        raise ValueError(f"{where}: 'caption' must be a string or a list of strings, got {caps!r:.80}")
     return caps
 
 
 def load_web(cfg: CapFiltConfig) -> list[WebItem]:
-    """The web images in annotation order, records of the same image merged (their captions in order)."""
+    """The web images in annotation order, records of the same image file merged (their captions in order; one
+    file is one image however its path is spelled: ``a.png``, ``./a.png``, ``ROOT/a.png``)."""
     from openblip.data.datasets import load_annotations
 
     if not cfg.web:
@@ -101,10 +102,12 @@ def load_web(cfg: CapFiltConfig) -> list[WebItem]:
     for i, rec in enumerate(load_annotations(cfg.web)):
         caps = _captions_of(rec, f"{cfg.web} record {i}")
         image = str(rec["image"])
-        if image not in index:
-            index[image] = len(items)
-            items.append(WebItem(len(items), image, _join(cfg.image_root, image), [], rec.get("image_id")))
-        items[index[image]].captions.extend(caps)
+        path = _join(cfg.image_root, image)
+        key = os.path.normpath(os.path.abspath(path))
+        if key not in index:
+            index[key] = len(items)
+            items.append(WebItem(len(items), image, path, [], rec.get("image_id")))
+        items[index[key]].captions.extend(caps)
     return items
 
 
@@ -181,6 +184,10 @@ def _finetune(cfg: CapFiltConfig, task: str, log: Log, progress: bool | None) ->
     params = {
         "init": str(cfg.init),
         "clean": _annotation_digest(cfg.clean),
+        "image_root": _clean_root(cfg),
+        "weight_decay": cfg.weight_decay,
+        "momentum": cfg.momentum if task == "retrieval" else None,
+        "alpha": cfg.alpha if task == "retrieval" else None,
         "steps": steps,
         "lr": lr,
         "batch_size": cfg.train_batch_size,
@@ -255,6 +262,7 @@ def _caption_params(cfg: CapFiltConfig, web_digest: Any, model: str) -> dict[str
         "seed": cfg.seed,
         "shard_size": cfg.shard_size,
         "batch_size": cfg.batch_size,
+        "dtype": cfg.dtype,
     }
 
 
@@ -377,6 +385,7 @@ def _filter_params(cfg: CapFiltConfig, web_digest: Any, model: str, caption_para
         **_model_identity(model),
         "captions": dict(caption_params),
         "shard_size": cfg.shard_size,
+        "dtype": cfg.dtype,
     }
 
 
@@ -506,8 +515,8 @@ def build(cfg: CapFiltConfig, log: Log = log_to_stderr, progress: bool | None = 
     failures: list[dict[str, Any]] = []
     corpus: list[dict[str, Any]] = []
 
-    # the clean set: copied unfiltered; unreadable images are recorded and left out
-    clean = load_clean(cfg)
+    # the clean set: copied unfiltered; unreadable images are recorded and left out (none with ready-made models)
+    clean = load_clean(cfg) if cfg.clean else []
     root = _clean_root(cfg)
     bad_clean: dict[str, str] = {}
     if cfg.check_clean_images:
@@ -555,7 +564,7 @@ def build(cfg: CapFiltConfig, log: Log = log_to_stderr, progress: bool | None = 
                 c["in"] += 1
                 norm = pre_caption(text, 30)
                 filtered = cfg.filter_web if src == "web" else cfg.filter_synthetic
-                if src == "synthetic" and not norm:
+                if not norm:  # empty, or nothing left after pre_caption (web and synthetic alike)
                     c["dropped_empty"] += 1
                 elif filtered and not keep_caption(p, cfg.threshold):
                     c["dropped_filter"] += 1
@@ -651,8 +660,13 @@ def run_stage(stage: str, cfg: CapFiltConfig, log: Log = log_to_stderr, progress
         import torch
 
         torch.set_num_threads(int(cfg.threads))
+    # The settings are saved once the stage has accepted them (a stage refused for changed settings must not
+    # rewrite them); the first stage of a work directory saves them up front, so an interrupted run can resume.
+    if not (cfg.out / "capfilt_config.json").is_file():
+        save_config(cfg)
+    result = fns[stage](cfg, log=log, progress=progress)
     save_config(cfg)
-    return fns[stage](cfg, log=log, progress=progress)
+    return result
 
 
 def run(cfg: CapFiltConfig, log: Log = log_to_stderr, progress: bool | None = None) -> dict[str, Any]:
