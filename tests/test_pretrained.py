@@ -206,9 +206,10 @@ def test_list_pretrained() -> None:
         ("model_vqa.pth", "blip-base-vqa"),
         (OFFICIAL_BASE_URL + "model_large_retrieval_flickr.pth", "blip-large-retrieval-flickr"),
         ("model*_base_caption.pth", "blip-base-caption-coco"),
-        ("model*_base.pth", "blip-base-pretrain"),
-        ("model*_vqa.pth", "blip-base-vqa"),
-        (OFFICIAL_BASE_URL + "model*_vqa.pth", "blip-base-vqa"),
+        # the '*' names were the CapFilt-L column (renamed in salesforce/BLIP 17dcdd9): not model_base / model_vqa
+        ("model*_base.pth", "blip-base-pretrain-capfilt-l"),
+        ("model*_vqa.pth", "blip-base-vqa-capfilt-l"),
+        (OFFICIAL_BASE_URL + "model*_vqa.pth", "blip-base-vqa-capfilt-l"),
     ],
 )
 def test_get_pretrained(query: str, name: str) -> None:
@@ -277,9 +278,13 @@ def test_is_cached(isolated: Path) -> None:
 
     repo = "Salesforce/blip-vqa-base"
     assert not is_cached(repo)
-    make_hub_cache(isolated / "hf" / "hub", repo)
+    snapshot = make_hub_cache(isolated / "hf" / "hub", repo)
     assert is_cached(repo)
     assert not is_cached("Salesforce/blip-vqa-capfilt-large")
+    (snapshot / "model.safetensors").unlink()  # the config alone (an interrupted fetch) is not a usable model
+    assert not is_cached(repo)
+    (snapshot / "pytorch_model.bin").write_bytes(b"")
+    assert is_cached(repo)
 
 
 # --- official downloads -------------------------------------------------------------------------------------------
@@ -300,7 +305,7 @@ def test_download_writes_file_atomically(isolated: Path, server: list[str], monk
     assert path.read_bytes() == PAYLOAD
     assert server == [OFFICIAL_BASE_URL + "model_base_nlvr.pth"]
     assert replaced == [(str(path) + ".part", str(path))]
-    assert list(path.parent.iterdir()) == [path]
+    assert [p for p in path.parent.iterdir() if p.name != ".locks"] == [path]
     assert is_cached("blip-base-nlvr")
 
 
@@ -332,7 +337,9 @@ def test_sha256_mismatch_leaves_no_file(
     message = str(info.value)
     assert wrong in message and hashlib.sha256(PAYLOAD).hexdigest() in message
     assert "model_base_caption_capfilt_large.pth" in message
-    assert not any((isolated / "openblip").iterdir())  # neither the final file nor the .part
+    assert not [
+        p for p in (isolated / "openblip").iterdir() if p.name != ".locks"
+    ]  # neither the final file nor the .part
 
 
 def test_force_rechecks_the_cached_hash(
@@ -372,11 +379,33 @@ def test_offline_from_huggingface_hub_constant(monkeypatch: pytest.MonkeyPatch) 
         download("blip-base-nlvr", progress=False)
 
 
+def test_concurrent_downloads_of_one_file_all_succeed(
+    isolated: Path, server: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torchrun starts every rank on the same checkpoint: one fetches, the others wait for it and reuse the file
+    import concurrent.futures
+    import time
+
+    class SlowResponse(FakeResponse):
+        def read(self, *args: object) -> bytes:
+            time.sleep(0.002)  # downloads overlap in time
+            return super().read(*args)
+
+    fast = urllib.request.urlopen
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: SlowResponse(fast(*a, **k).getvalue()))
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: download("blip-base-nlvr", progress=False), range(4)))
+    assert paths == [isolated / "openblip" / "model_base_nlvr.pth"] * 4
+    assert paths[0].read_bytes() == PAYLOAD and len(server) == 1
+    assert not list((isolated / "openblip").glob("*.part"))
+
+
 def test_offline_with_cache(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "true")
     (isolated / "openblip").mkdir()
-    (isolated / "openblip" / "model_vqa.pth").write_bytes(b"x")
-    assert download("model*_vqa.pth") == isolated / "openblip" / "model_vqa.pth"
+    (isolated / "openblip" / "model_base_vqa_capfilt_large.pth").write_bytes(b"x")
+    assert download("model*_vqa.pth") == isolated / "openblip" / "model_base_vqa_capfilt_large.pth"
 
 
 @pytest.mark.parametrize(
@@ -407,7 +436,7 @@ def test_truncated_download_leaves_no_file(isolated: Path, monkeypatch: pytest.M
     )
     with pytest.raises(DownloadError, match="connection closed"):
         download("blip-base-nlvr", progress=False)
-    assert not any((isolated / "openblip").iterdir())
+    assert not [p for p in (isolated / "openblip").iterdir() if p.name != ".locks"]
 
 
 def test_error_while_streaming_leaves_no_file(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -420,7 +449,7 @@ def test_error_while_streaming_leaves_no_file(isolated: Path, monkeypatch: pytes
     monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout=None: Broken(PAYLOAD))
     with pytest.raises(DownloadError, match="ConnectionResetError"):
         download("blip-base-nlvr", progress=False)
-    assert not any((isolated / "openblip").iterdir())
+    assert not [p for p in (isolated / "openblip").iterdir() if p.name != ".locks"]
 
 
 # --- Hugging Face downloads ---------------------------------------------------------------------------------------
@@ -429,6 +458,8 @@ def test_error_while_streaming_leaves_no_file(isolated: Path, monkeypatch: pytes
 def test_hf_download(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, dict]] = []
     snapshot = isolated / "snapshot"
+    snapshot.mkdir()
+    (snapshot / "model.safetensors").write_bytes(b"")
 
     def snapshot_download(repo_id: str, **kwargs: object) -> str:
         calls.append((repo_id, kwargs))
@@ -438,12 +469,32 @@ def test_hf_download(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert download("Salesforce/blip-vqa-base") == snapshot
     [(repo, kwargs)] = calls
     assert repo == "Salesforce/blip-vqa-base"
-    assert kwargs["allow_patterns"] == ["config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model.bin"]
+    assert kwargs["allow_patterns"] == ["config.json", "*.safetensors", "*.safetensors.index.json"]  # not the .bin
     assert Path(kwargs["cache_dir"]) == isolated / "hf" / "hub"
     assert kwargs["local_files_only"] is False and kwargs["force_download"] is False
 
     download("salesforce/blip-vqa-base", force=True)
     assert calls[-1][0] == "Salesforce/blip-vqa-base" and calls[-1][1]["force_download"] is True
+
+
+def test_hf_pytorch_weights_only_when_there_are_no_safetensors(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshot = isolated / "snapshot"
+    snapshot.mkdir()
+    patterns: list[list[str]] = []
+
+    def snapshot_download(repo_id: str, **kwargs: object) -> str:
+        patterns.append(list(kwargs["allow_patterns"]))  # type: ignore[call-overload]
+        if "pytorch_model.bin" in patterns[-1]:
+            (snapshot / "pytorch_model.bin").write_bytes(b"")
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    assert download("Salesforce/blip-vqa-base") == snapshot
+    assert patterns == [pretrained.HF_ALLOW_PATTERNS, ["config.json", "pytorch_model.bin"]]
+    (snapshot / "pytorch_model.bin").unlink()
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kwargs: str(snapshot))
+    with pytest.raises(DownloadError, match="no weights"):
+        download("Salesforce/blip-vqa-base")
 
 
 def test_hf_offline_uses_local_files_only(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:

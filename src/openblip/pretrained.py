@@ -60,7 +60,11 @@ ARCHS = ("blip-base", "blip-large")
 SOURCES = ("official", "hf")
 
 # What snapshot_download fetches from a hub repo: the config and the weights, not the TF/Flax copies or the tokenizer.
-HF_ALLOW_PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model.bin"]
+# The safetensors weights first; the PyTorch pickle only for a repo without them (several Salesforce repos hold both,
+# and the loader reads only the safetensors: fetching both doubled the download).
+HF_ALLOW_PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json"]
+HF_FALLBACK_PATTERNS = ["config.json", "pytorch_model.bin"]
+HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 _CHUNK = 1 << 20  # bytes read per network call
 _TIMEOUT = 60  # seconds without data before urllib gives up
@@ -290,13 +294,16 @@ DEFAULT_MODELS: dict[str, str] = {
     "pretrain": "blip-base-pretrain-capfilt-l",
 }
 
-# Official filenames, plus the three names that carried a literal '*' until 2022-03-02 (predict.py still uses them).
+# Official filenames, plus the three names that carried a literal '*' until 2022-03-02 (predict.py still uses them):
+# the '*' marked the CapFilt-L column, and the README commit 17dcdd9 of salesforce/BLIP renamed them to
+# model_base_caption_capfilt_large.pth, model_base_capfilt_large.pth and model_base_vqa_capfilt_large.pth (the old
+# table listed model_vqa.pth and model*_vqa.pth side by side: different files).
 _BY_FILENAME: dict[str, str] = {e.filename: e.name for e in _ENTRIES if e.filename}
 _BY_FILENAME.update(
     {
         "model*_base_caption.pth": "blip-base-caption-coco",
-        "model*_base.pth": "blip-base-pretrain",
-        "model*_vqa.pth": "blip-base-vqa",
+        "model*_base.pth": "blip-base-pretrain-capfilt-l",
+        "model*_vqa.pth": "blip-base-vqa-capfilt-l",
     }
 )
 
@@ -412,16 +419,19 @@ def is_cached(name: str) -> bool:
         name: Anything :func:`get_pretrained` accepts.
 
     Returns:
-        For an official file, whether it is in :func:`cache_dir`; for a hub repo, whether its ``config.json`` is in
-        the hub cache (the weights are fetched together with it).
+        For an official file, whether it is in :func:`cache_dir`; for a hub repo, whether its ``config.json`` and a
+        weights file are in the hub cache.
     """
     entry = get_pretrained(name)
     if entry.source == "official":
         return cache_path(entry.name).is_file()
     import huggingface_hub
 
-    found = huggingface_hub.try_to_load_from_cache(entry.hf_repo, "config.json", cache_dir=_hf_hub_cache())
-    return isinstance(found, str)
+    def cached(filename: str) -> bool:
+        found = huggingface_hub.try_to_load_from_cache(entry.hf_repo, filename, cache_dir=_hf_hub_cache())
+        return isinstance(found, str)
+
+    return cached("config.json") and any(cached(f) for f in HF_WEIGHT_FILES)
 
 
 def download(name: str, *, progress: bool = True, force: bool = False) -> Path:
@@ -473,6 +483,19 @@ def _download_official(entry: PretrainedEntry, *, progress: bool, force: bool) -
     if _offline():
         raise _official_error(entry, final, "HF_HUB_OFFLINE is set and the file is not in the cache")
     final.parent.mkdir(parents=True, exist_ok=True)
+    # One download per file at a time (torchrun starts every rank on the same model; they all wrote one .part
+    # file, and all but the first failed): the others wait on the lock (kept in .locks/) and then find the file.
+    import filelock
+
+    locks = final.parent / ".locks"
+    locks.mkdir(exist_ok=True)
+    with filelock.FileLock(str(locks / (final.name + ".lock"))):
+        if final.is_file() and not force:
+            return final
+        return _download_official_locked(entry, final, progress=progress)
+
+
+def _download_official_locked(entry: PretrainedEntry, final: Path, *, progress: bool) -> Path:
     part = final.with_name(final.name + ".part")
     try:
         actual = _fetch(entry.url, part, desc=entry.filename, progress=progress)  # type: ignore[arg-type]
@@ -555,26 +578,42 @@ def _hub_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _has_hf_weights(folder: Path) -> bool:
+    return any((folder / f).is_file() for f in HF_WEIGHT_FILES) or any(folder.glob("*.safetensors"))
+
+
 def _download_hf(entry: PretrainedEntry, *, force: bool) -> Path:
     import huggingface_hub
 
     offline = _offline()
     hub_cache = _hf_hub_cache()
     try:
-        snapshot = huggingface_hub.snapshot_download(
-            entry.hf_repo,  # type: ignore[arg-type]
-            allow_patterns=HF_ALLOW_PATTERNS,
-            cache_dir=hub_cache,
-            force_download=force,
-            local_files_only=offline,
-        )
+        for patterns in (HF_ALLOW_PATTERNS, HF_FALLBACK_PATTERNS):
+            snapshot = huggingface_hub.snapshot_download(
+                entry.hf_repo,  # type: ignore[arg-type]
+                allow_patterns=patterns,
+                cache_dir=hub_cache,
+                force_download=force,
+                local_files_only=offline,
+            )
+            if _has_hf_weights(Path(snapshot)):
+                break
     except _hub_errors() as exc:
         reason = "HF_HUB_OFFLINE is set and it is not in the cache" if offline else "the download failed"
         repo_dir = entry.hf_repo.split("/")[-1]  # type: ignore[union-attr]
         raise DownloadError(
             f"cannot get the Hugging Face repo {entry.hf_repo}: {reason} ({type(exc).__name__}: {exc}).\n"
-            f"Fetch it on a machine with network access (`hf download {entry.hf_repo}`; files {HF_ALLOW_PATTERNS})\n"
+            f"Fetch it on a machine with network access (`hf download {entry.hf_repo}`; config.json and the weights: "
+            f"{HF_ALLOW_PATTERNS[1:]} or pytorch_model.bin)\n"
             f"into the hub cache {hub_cache}\n" + _local_path_hint(f"/path/to/{repo_dir}") + ", a folder holding "
             "config.json and the weights."
         ) from exc
+    if not _has_hf_weights(Path(snapshot)):
+        where = "in the cache (HF_HUB_OFFLINE is set)" if offline else "in the repo"
+        raise DownloadError(
+            f"{entry.hf_repo}: no weights {where}: neither *.safetensors nor pytorch_model.bin in {snapshot}.\n"
+            f"Fetch them on a machine with network access (`hf download {entry.hf_repo}`)\n"
+            + _local_path_hint(f"/path/to/{entry.hf_repo.split('/')[-1]}")  # type: ignore[union-attr]
+            + "."
+        )
     return Path(snapshot)  # type: ignore[arg-type]
