@@ -212,3 +212,92 @@ def test_smoke_command(tmp_path):
     assert res.exit_code == 0
     assert isinstance(json.loads(res.stdout)["caption"], str)
     assert (tmp_path / "m" / "model.safetensors").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# usage errors are caught before the model loads: a model that cannot load proves the order (that would exit 1)
+
+NO_MODEL = "no-such-model-xyz"
+
+
+def usage_error(*args):
+    res = CliRunner().invoke(main, [str(a) for a in args])
+    assert res.exit_code == 2, res.output
+    assert res.stdout == "" and "Traceback" not in res.output
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "cannot load model" not in lines[0]
+    return lines[0]
+
+
+def test_caption_usage_errors_before_the_model_loads(models_dir, images):
+    img = images / "img0.png"
+    assert "num_captions (4) cannot exceed num_beams (3)" in usage_error(
+        "caption", img, "--num-captions", 4, "--num-beams", 3, "--model", NO_MODEL
+    )
+    assert "must exceed the prompt length (4" in usage_error("caption", img, "--max-length", 4, "--model", NO_MODEL)
+    assert "repetition_penalty must be > 0" in usage_error(
+        "caption", img, "--repetition-penalty", 0, "--model", NO_MODEL
+    )
+    # the position limit is the model's: checked once it is loaded, still before any row
+    assert "512 positions" in usage_error("caption", img, "--max-length", 600, "--model", models_dir / "caption")
+
+
+def test_caption_rows_keep_the_input_order_within_a_batch(models_dir, images):
+    order = [images / "img0.png", images / "broken.jpg", images / "img1.png"]
+    res = run("caption", *order, "--model", models_dir / "caption", "--max-length", 8, "--batch-size", 3)
+    assert res.exit_code == 3
+    rows = jsonl(res.stdout)
+    assert [r["path"] for r in rows] == [str(p) for p in order]
+    assert [r["error"] is None for r in rows] == [True, False, True]
+
+
+def test_caption_with_a_pretrain_checkpoint(tmp_path, images):
+    tiny_model("pretrain").save_pretrained(tmp_path / "pretrain")
+    res = run("caption", images / "img0.png", "--model", tmp_path / "pretrain", "--max-length", 8)
+    assert res.exit_code == 0 and isinstance(jsonl(res.stdout)[0]["caption"], str)
+
+
+def test_vqa_answer_list_errors_are_usage_errors(images, tmp_path):
+    bad = {
+        "bad.json": '["yes", "no"',
+        "empty.json": "[]",
+        "dict.json": '{"answers": ["yes"]}',
+        "str.json": '"yes"',
+    }
+    for name, text in bad.items():
+        (tmp_path / name).write_text(text)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for answers in [*(tmp_path / name for name in bad), folder]:
+        line = usage_error(
+            "vqa", images / "img0.png", "q?", "--method", "rank", "--answers", answers, "--model", NO_MODEL
+        )
+        assert str(answers) in line
+
+
+def test_tag_label_and_template_errors_are_usage_errors(models_dir, images, tmp_path):
+    img = images / "img0.png"
+    assert "invalid template 'photo of {label}'" in usage_error(
+        "tag", img, "--labels", "dog,cat", "--template", "photo of {label}", "--model", NO_MODEL
+    )
+    (tmp_path / "five.json").write_text("5")
+    (tmp_path / "dog.json").write_text('"dog"')
+    for f in ("five.json", "dog.json"):
+        assert "must hold a JSON list of strings" in usage_error(
+            "tag", img, "--labels", tmp_path / f, "--model", NO_MODEL
+        )
+    # a value that looks like a file name must exist: it is not silently used as a label
+    for missing in ("labels.txt", "tags.json", str(tmp_path / "nope")):
+        assert f"label file {missing} does not exist" in usage_error(
+            "tag", img, "--labels", missing, "--model", NO_MODEL
+        )
+    assert "path separator" in run("tag", "--help").stdout
+    res = run("tag", img, "--labels", "T-Shirt (red),a dog", "--model", models_dir / "retrieval")
+    assert res.exit_code == 0 and {t["label"] for t in jsonl(res.stdout)[0]["tags"]} == {"T-Shirt (red)", "a dog"}
+
+
+def test_rank_unreadable_texts_are_usage_errors(images, tmp_path):
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    assert "latin1.txt is not UTF-8" in usage_error("rank", "--images", images, "--texts", latin1, "--model", NO_MODEL)
+    assert "is a folder" in usage_error("rank", "--images", images, "--texts", images, "--model", NO_MODEL)

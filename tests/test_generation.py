@@ -815,3 +815,22 @@ def test_beam_search_with_eos_differs_from_transformers_as_documented(hf_pair):
 
     differ = [cut(a) != cut(b) for a, b in zip(mine.sequences, theirs)]
     assert any(differ) and not all(differ)
+
+
+def test_max_length_beyond_the_position_embeddings_is_refused_up_front():
+    """A decoder with 64 positions generates up to 64 tokens; asking for more is a clear ValueError before any
+    step, not an IndexError from the position embedding half-way through."""
+    dec = random_decoder(0)
+    states = torch.randn(1, 5, 24)
+    prompt = torch.tensor([[R_DEC, 7]])
+    out = generate(dec, prompt, states, num_beams=1, max_length=64, min_length=64, eos_token_id=R_EOS)
+    assert out.sequences.shape == (1, 64)
+    # 65 would still run (the last token is never fed back) but does not fit; 80 used to fail with an IndexError
+    for kw in (dict(max_length=65), dict(max_length=80), dict(max_new_tokens=63)):
+        with pytest.raises(ValueError, match="exceeds the text model's 64 positions"):
+            generate(dec, prompt, states, num_beams=2, min_length=65, eos_token_id=R_EOS, **kw)
+    from openblip.generation import check_generation_args  # the same checks, without a model
+
+    assert check_generation_args(2, max_new_tokens=5, max_positions=64) == 7
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        check_generation_args(2, max_new_tokens=0)

@@ -13,6 +13,7 @@ from openblip.tasks.nlvr import NLVR
 from openblip.tasks.retrieval import Retriever
 from openblip.tasks.tagging import Tagger, load_labels
 from openblip.tasks.vqa import VQA, rank_answers
+from openblip.text import pre_caption
 from tests.helpers import random_images, save_layout, tiny_model
 
 TEXTS = ["a dog on the beach", "a cat sitting on a mat", "two birds", "a red square left of a circle", "nothing"]
@@ -303,3 +304,167 @@ def test_vision_only_bfloat16_precision(tmp_path):
     assert ret16.text_features(texts).dtype == torch.float32
     with pytest.raises(ValueError, match="bfloat16-vision"):
         load(tmp_path / "cap", dtype="bfloat16-text")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loading, validation and edge cases
+
+
+@pytest.mark.parametrize("layout", ["openblip", "official"])
+def test_pretrain_checkpoint_runs_caption_retrieval_and_tagging(tmp_path, layout):
+    """A pre-training checkpoint is loaded as what it is (the docs promise caption/retrieval "or pretrain");
+    a task that cannot run on it still forces its own model and reports the keys that do not fit."""
+    from openblip.checkpoint import CheckpointError
+    from openblip.models.blip import BlipPretrain
+    from openblip.tasks.caption import Captioner
+
+    model = tiny_model("pretrain")
+    path = str(save_layout(model, tmp_path, layout))
+    imgs = random_images(2, seed=9)
+    cap = Captioner(path)
+    assert isinstance(cap.model, BlipPretrain)
+    kw = dict(num_beams=2, max_length=10, min_length=5)
+    assert cap.caption(imgs, **kw) == Captioner(model).caption(imgs, **kw)
+    ret = Retriever(path)
+    assert isinstance(ret.model, BlipPretrain)
+    assert torch.equal(ret.image_features(imgs), Retriever(model).image_features(imgs))
+    tags = Tagger(path).tag(imgs, ["dog", "cat"], top_k=2)
+    assert [[t["label"] for t in row] for row in tags] == [
+        [t["label"] for t in row] for row in Tagger(model).tag(imgs, ["dog", "cat"], top_k=2)
+    ]
+    with pytest.raises(CheckpointError, match="does not fit BlipVQA"):
+        VQA(path)
+
+
+def test_device_none_leaves_a_passed_model_and_a_given_device_moves_it(monkeypatch):
+    import openblip.checkpoint
+
+    moves = []
+    monkeypatch.setattr(openblip.checkpoint, "set_precision", lambda m, dtype, device: moves.append(device) or m)
+    model = tiny_model("retrieval")
+    assert Retriever(model).model is model and moves == []  # not given: left where it is
+    Retriever(model, device="cpu")  # given (even "cpu", the old default): moved there
+    Retriever(model, device=torch.device("cpu"))
+    assert moves == ["cpu", torch.device("cpu")]
+
+
+def test_empty_inputs_give_empty_results(retriever):
+    """No images / no texts: empty results of the usual shapes and types, never a torch.cat error."""
+    img = random_images(1)[0]
+    imgs = random_images(2)
+    dim = retriever.model.config.embed_dim
+    full = retriever.image_embeds(imgs)
+    empty = retriever.image_embeds([])
+    assert empty.shape == (0, *full.shape[1:]) and empty.dtype == full.dtype
+    assert retriever.image_features([]).shape == (0, dim)
+    assert retriever.text_features([]).shape == (0, dim)
+    res = retriever.rank(imgs, [])
+    assert res.cosine.shape == res.i2t.shape == (2, 0) and res.t2i.shape == (0, 2)
+    assert res.i2t_ranking == [[], []] and res.t2i_ranking == []
+    res = retriever.rank([], TEXTS)
+    assert res.i2t.shape == (0, 5) and res.t2i.shape == (5, 0) and res.t2i_ranking == [[]] * 5
+    assert retriever.match(img, []) == []
+    assert retriever.itm([], []).shape == (0, 2)
+    assert Tagger(retriever.model).tag([], ["dog"]) == []
+    fx = FeatureExtractor(retriever.model)
+    assert fx.image_tokens([]).shape == (0, *fx.image_tokens(imgs).shape[1:])
+    tokens, mask = fx.text_tokens([])
+    assert tokens.shape == (0, 0, retriever.model.config.text.hidden_size) and mask.shape == (0, 0)
+    assert fx.image_embeddings([]).shape == fx.text_embeddings([]).shape == (0, dim)
+
+
+def test_load_answer_list_requires_a_non_empty_list_of_strings(tmp_path):
+    from openblip.tasks.vqa import load_answer_list
+
+    good = tmp_path / "answers.json"
+    good.write_text('["yes", "no", "2"]')
+    assert load_answer_list(good) == ["yes", "no", "2"]
+    (tmp_path / "answers.txt").write_text("yes\n\n no \n")
+    assert load_answer_list(tmp_path / "answers.txt") == ["yes", "no"]
+    cases = {
+        "bad.json": ('["yes", "no"', "invalid JSON"),
+        "empty.json": ("[]", "is empty"),
+        "dict.json": ('{"yes": 1}', "list of strings, not an object"),
+        "str.json": ('"yes"', "list of strings, not a string"),
+        "num.json": ('["yes", 2]', "item 1 is a number"),
+        "blank.txt": ("\n  \n", "is empty"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=message) as err:
+            load_answer_list(tmp_path / name)
+        assert name in str(err.value)
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin1.txt is not UTF-8"):
+        load_answer_list(tmp_path / "latin1.txt")
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        load_answer_list(tmp_path)
+    with pytest.raises(ValueError, match="empty"):
+        load_answer_list([])
+
+
+def test_vqa_rank_validates_k_test_and_truncates_long_answers():
+    vqa = VQA(tiny_model("vqa"))
+    img = random_images(1)[0]
+    with pytest.raises(ValueError, match="k_test must be >= 1"):
+        vqa.answer(img, "what?", method="rank", answer_list=["yes", "no"], k_test=0)
+    long_answer = ",".join(["x"] * 600)  # 1199 word pieces: beyond the 512 position embeddings
+    ids, _ = vqa._answer_tokens(["yes", long_answer])
+    assert ids.shape[1] == 512 and ids[1, -1] == 102  # cut to the decoder's positions, [SEP] kept
+    assert vqa.answer(img, "what?", method="rank", answer_list=["yes", long_answer]) in (["yes"], [long_answer])
+
+
+def test_nlvr_truncates_sentences_to_the_position_embeddings():
+    model = tiny_model("nlvr")
+    task = NLVR(model)
+    a, b = random_images(2, seed=3)
+    sentence = " ".join([",".join(["x"] * 20)] * 40)  # 40 words after pre_caption, ~1560 word pieces
+    (pred,) = task.predict([(a, b)], [sentence])
+    with torch.no_grad():
+        enc = task.tokenizer([pre_caption(sentence, 40)], truncation=True, max_length=512)
+        probs = F.softmax(model(task.pixels([a, b]), enc["input_ids"], enc["attention_mask"]), -1)[0]
+    assert pred.label == bool(probs[1] > probs[0])
+    assert pred.probability == pytest.approx(float(probs.max()), abs=1e-6)
+
+
+def test_tagging_scores_the_same_cleaned_text_with_itc_and_itm(retriever):
+    """Tagging's ITC and ITM both see ``pre_caption(template.format(label))``: its scores equal :meth:`match`'s
+    for those texts (labels with capitals and punctuation, which ``lower()`` alone would keep)."""
+    img = random_images(1, seed=11)[0]
+    labels = ["T-Shirt (red)", "Mr. Smith's car", "A DOG!"]
+    tags = {t["label"]: t for t in Tagger(retriever.model).tag(img, labels, top_k=3)[0]}
+    matched = {r["text"]: r for r in retriever.match(img, [f"a picture of {lb}" for lb in labels])}
+    for lb in labels:
+        want = matched[f"a picture of {lb}"]
+        assert tags[lb]["itm_prob"] == pytest.approx(want["itm_prob"], abs=1e-5)
+        assert tags[lb]["itc_cosine"] == pytest.approx(want["itc_cosine"], abs=1e-5)
+
+
+def test_tag_template_and_label_file_validation(retriever, tmp_path):
+    tagger = Tagger(retriever.model)
+    img = random_images(1)[0]
+    with pytest.raises(ValueError, match="invalid template 'photo of {label}'"):
+        tagger.tag(img, ["dog"], template="photo of {label}")
+    from openblip.tasks.tagging import check_template
+
+    assert check_template("a photo of a {}.") == "a photo of a {}."
+    for bad in ("{0} and {1}", "{:d}"):
+        with pytest.raises(ValueError, match="invalid template"):
+            check_template(bad)
+    with pytest.raises(ValueError, match="has no {}"):
+        check_template("a photo")
+    for name, text, message in (
+        ("five.json", "5", "not a number"),
+        ("dog.json", '"dog"', "not a string"),
+        ("mixed.json", '["dog", null]', "item 1 is null"),
+        ("broken.json", "[", "invalid JSON"),
+        ("comments.txt", "# only a comment\n", "empty in label file"),
+    ):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=message) as err:
+            load_labels(tmp_path / name)
+        assert name in str(err.value)
+    (tmp_path / "ok.json").write_text('[" dog ", "cat", "dog"]')
+    assert load_labels(tmp_path / "ok.json") == ["dog", "cat"]
+    with pytest.raises(IsADirectoryError):
+        load_labels(tmp_path)

@@ -202,6 +202,58 @@ class _BeamHypotheses:
 # the public entry point
 
 
+def check_generation_args(
+    prompt_length: int,
+    *,
+    num_beams: int = 3,
+    max_length: int = 20,
+    max_new_tokens: int | None = None,
+    sample: bool = False,
+    temperature: float = 1.0,
+    repetition_penalty: float = 1.0,
+    num_return_sequences: int = 1,
+    max_positions: int | None = None,
+) -> int:
+    """Check :func:`generate`'s settings without running a model; returns the effective ``max_length``.
+
+    ``max_positions`` is the decoder's position-embedding count (``max_position_embeddings``, 512 for BLIP): a
+    ``max_length`` beyond it cannot be generated. Raises :class:`ValueError` naming the offending setting.
+    """
+    if prompt_length < 1:
+        raise ValueError("prompt_ids must hold at least the [DEC] token")
+    if max_new_tokens is not None:
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        max_length = prompt_length + max_new_tokens
+    if max_length <= prompt_length:
+        raise ValueError(
+            f"max_length ({max_length}) must exceed the prompt length ({prompt_length} tokens, [DEC] included)"
+        )
+    if max_positions is not None and max_length > max_positions:
+        given = "prompt included" if max_new_tokens is None else f"{prompt_length} prompt + {max_new_tokens} new tokens"
+        raise ValueError(f"max_length ({max_length}: {given}) exceeds the text model's {max_positions} positions")
+    if num_return_sequences < 1:
+        raise ValueError("num_return_sequences must be >= 1")
+    if not sample:
+        if num_beams < 1:
+            raise ValueError("num_beams must be >= 1")
+        if num_beams == 1 and num_return_sequences != 1:
+            raise ValueError("greedy search returns one sequence per input (num_return_sequences must be 1)")
+        if num_return_sequences > num_beams:
+            raise ValueError(f"num_return_sequences ({num_return_sequences}) must be <= num_beams ({num_beams})")
+    if repetition_penalty <= 0:
+        raise ValueError("repetition_penalty must be > 0")
+    if sample and temperature <= 0:
+        raise ValueError("temperature must be > 0")
+    return max_length
+
+
+def _max_positions(decoder: Any) -> int | None:
+    """The decoder's ``max_position_embeddings`` when it has a text config (``None`` for stand-ins)."""
+    cfg = getattr(getattr(decoder, "bert", None), "cfg", None)
+    return getattr(cfg, "max_position_embeddings", None)
+
+
 def generate(
     decoder: BertLMHeadModel,
     prompt_ids: torch.Tensor,
@@ -239,7 +291,8 @@ def generate(
             (once) when omitted.
         num_beams: beam width; 1 means greedy search. Ignored when ``sample`` is true: the original
             ``BLIP_Decoder.generate`` never passes it when sampling, so 4.15 sampled with one beam.
-        max_length: maximum total length, **prompt included** (4.15 semantics).
+        max_length: maximum total length, **prompt included** (4.15 semantics); at most the decoder's
+            ``max_position_embeddings`` (512), else :class:`ValueError`.
         min_length: minimum total length, **prompt included**: EOS is banned while the length is below it.
         max_new_tokens: if given, overrides ``max_length`` as ``P + max_new_tokens``.
         sample: multinomial sampling (nucleus sampling with the defaults) instead of search.
@@ -263,25 +316,17 @@ def generate(
     if prompt_ids.dim() != 2:
         raise ValueError(f"prompt_ids must be [B, P], got shape {tuple(prompt_ids.shape)}")
     n_img, plen = prompt_ids.shape
-    if plen < 1:
-        raise ValueError("prompt_ids must hold at least the [DEC] token")
-    if max_new_tokens is not None:
-        max_length = plen + max_new_tokens
-    if max_length <= plen:
-        raise ValueError(f"max_length ({max_length}) must exceed the prompt length ({plen})")
-    if num_return_sequences < 1:
-        raise ValueError("num_return_sequences must be >= 1")
-    if not sample:
-        if num_beams < 1:
-            raise ValueError("num_beams must be >= 1")
-        if num_beams == 1 and num_return_sequences != 1:
-            raise ValueError("greedy search returns one sequence per input (num_return_sequences must be 1)")
-        if num_return_sequences > num_beams:
-            raise ValueError(f"num_return_sequences ({num_return_sequences}) must be <= num_beams ({num_beams})")
-    if repetition_penalty <= 0:
-        raise ValueError("repetition_penalty must be > 0")
-    if sample and temperature <= 0:
-        raise ValueError("temperature must be > 0")
+    max_length = check_generation_args(
+        plen,
+        num_beams=num_beams,
+        max_length=max_length,
+        max_new_tokens=max_new_tokens,
+        sample=sample,
+        temperature=temperature,
+        repetition_penalty=repetition_penalty,
+        num_return_sequences=num_return_sequences,
+        max_positions=_max_positions(decoder),
+    )
 
     with torch.inference_mode():
         if cross_kv is None:

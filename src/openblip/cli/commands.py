@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from openblip.cli import EXIT_FAIL, EXIT_OK, EXIT_PARTIAL, fail, main, model_options
+from openblip.cli import EXIT_FAIL, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, fail, main, model_options
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+#: ``tag --labels`` values ending in one of these are file names (inline labels otherwise, unless a path separator)
+LABEL_FILE_SUFFIXES = {".txt", ".json", ".csv", ".tsv"}
 
 
 def expand_paths(paths: tuple[str, ...]) -> list[Path]:
@@ -54,6 +57,12 @@ class RowWriter:
             click.echo(f"{row.get(self.fields[0])}\t{text}")
 
 
+def _is_label_file(value: str) -> bool:
+    """``tag --labels``: an existing path, or a value that looks like one (a path separator, a list-file suffix)."""
+    path = Path(value)
+    return path.exists() or "/" in value or os.sep in value or path.suffix.lower() in LABEL_FILE_SUFFIXES
+
+
 def _load_task(cls_path: str, model: str, device: str, dtype: str, batch_size: int):
     import importlib
 
@@ -71,7 +80,11 @@ def _load_task(cls_path: str, model: str, device: str, dtype: str, batch_size: i
 @click.option("--format", "fmt", default="jsonl", show_default=True, type=click.Choice(["jsonl", "csv", "text"]))
 @click.option("--num-beams", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option(
-    "--max-length", default=20, show_default=True, type=click.IntRange(min=1), help="Counts the prompt tokens."
+    "--max-length",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Counts the prompt tokens; at most the model's text positions (512).",
 )
 @click.option(
     "--min-length", default=5, show_default=True, type=click.IntRange(min=0), help="Counts the prompt tokens."
@@ -111,12 +124,35 @@ def caption(
       openblip caption photos/ --format csv --num-beams 5
       openblip caption photo.jpg --sample --num-captions 3 --seed 0
     """
+    from openblip.config import BlipConfig
     from openblip.image import ImageLoadError, load_image
+    from openblip.tasks.caption import check_caption_args
 
+    settings = dict(
+        num_beams=num_beams,
+        max_length=max_length,
+        max_new_tokens=max_new_tokens,
+        repetition_penalty=repetition_penalty,
+        sample=sample,
+        num_captions=num_captions,
+    )
+    try:  # the usage errors caught before the model loads (the prompt is the default one unless given)
+        check_caption_args(BlipConfig.prompt if prompt is None else prompt, **settings)
+    except ValueError as e:
+        fail(str(e), EXIT_USAGE)
     files = expand_paths(paths)
     if not files:
         fail("no image files found in the given paths")
     task = _load_task("openblip.tasks.caption.Captioner", model, device, dtype, batch_size)
+    try:  # the model's own prompt and position limit, before any row is written
+        check_caption_args(
+            task.model.config.prompt if prompt is None else prompt,
+            tokenizer=task.tokenizer,
+            max_positions=task.model.config.text.max_position_embeddings,
+            **settings,
+        )
+    except ValueError as e:
+        fail(str(e), EXIT_USAGE)
     writer = RowWriter(
         fmt, ["path", "caption", "captions", "error"] if num_captions > 1 else ["path", "caption", "error"]
     )
@@ -124,14 +160,15 @@ def caption(
     with _progress(len(files), "captioning") as bar:
         for start in range(0, len(files), batch_size):
             group = files[start : start + batch_size]
+            rows: list[dict | None] = [None] * len(group)  # written in input order once the batch is done
             good, images = [], []
-            for f in group:
+            for i, f in enumerate(group):
                 try:
                     images.append(load_image(f))
-                    good.append(f)
+                    good.append(i)
                 except ImageLoadError as e:
                     failed += 1
-                    writer.write({"path": str(f), "caption": None, "error": e.reason})
+                    rows[i] = {"path": str(f), "caption": None, "error": e.reason}
             if images:
                 try:
                     results = task.caption(
@@ -150,11 +187,13 @@ def caption(
                     )
                 except ValueError as e:
                     fail(str(e))
-                for f, res in zip(good, results):
-                    row = {"path": str(f), "caption": res if num_captions == 1 else res[0], "error": None}
+                for i, res in zip(good, results):
+                    row = {"path": str(group[i]), "caption": res if num_captions == 1 else res[0], "error": None}
                     if num_captions > 1:
                         row["captions"] = res if fmt == "jsonl" else " | ".join(res)
-                    writer.write(row)
+                    rows[i] = row
+            for row in rows:
+                writer.write(row)
             bar.update(len(group))
     if failed == len(files):
         sys.exit(EXIT_FAIL)
@@ -276,7 +315,11 @@ def _load_or_fail(path):
 @model_options(default="blip-base-vqa-capfilt-l")
 @click.option("--method", default="generate", show_default=True, type=click.Choice(["generate", "rank"]))
 @click.option(
-    "--answers", "answer_list", default=None, type=click.Path(exists=True), help="Answer list for --method rank."
+    "--answers",
+    "answer_list",
+    default=None,
+    type=click.Path(exists=True),
+    help="Answer list for --method rank: a JSON list of strings (.json) or a text file with one answer per line.",
 )
 @click.option("--k-test", default=128, show_default=True, type=click.IntRange(min=1))
 def vqa(image, questions, model, device, dtype, batch_size, method, answer_list, k_test):
@@ -286,13 +329,19 @@ def vqa(image, questions, model, device, dtype, batch_size, method, answer_list,
     Example:
       openblip vqa photo.jpg "how many dogs are there?" "what colour is the ball?"
     """
+    from openblip.tasks.vqa import load_answer_list
+
     if method == "rank" and not answer_list:
-        fail("--method rank needs --answers FILE", 2)
+        fail("--method rank needs --answers FILE", EXIT_USAGE)
+    candidates = None
+    if method == "rank":
+        try:
+            candidates = load_answer_list(answer_list)
+        except (ValueError, OSError) as e:
+            fail(str(e), EXIT_USAGE)
     img = _load_or_fail(image)
     task = _load_task("openblip.tasks.vqa.VQA", model, device, dtype, batch_size)
-    answers = task.answer(
-        [img] * len(questions), list(questions), method=method, answer_list=answer_list, k_test=k_test
-    )
+    answers = task.answer([img] * len(questions), list(questions), method=method, answer_list=candidates, k_test=k_test)
     for q, a in zip(questions, answers):
         click.echo(json.dumps({"image": image, "question": q, "answer": a}, ensure_ascii=False))
 
@@ -319,19 +368,27 @@ def match(image, texts, model, device, dtype, batch_size, first_token):
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @model_options(default="blip-base-retrieval-coco")
-@click.option("--labels", required=True, help="A label file (one per line, or a JSON list) or comma-separated labels.")
+@click.option(
+    "--labels",
+    required=True,
+    help="A label file (one per line, or a .json list of strings) or comma-separated labels. A value with a path "
+    f"separator or ending in {', '.join(sorted(LABEL_FILE_SUFFIXES))} is a file name and must exist.",
+)
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1))
-@click.option("--template", default="a picture of {}", show_default=True)
+@click.option(
+    "--template", default="a picture of {}", show_default=True, help="Text for each label; {} stands for the label."
+)
 @click.option("--threshold", default=0.0, show_default=True, type=float, help="Minimum ITM probability.")
 def tag(paths, model, device, dtype, batch_size, labels, top_k, template, threshold):
     """Zero-shot tagging: ITC over the label list, ITM re-rank of the top labels; one JSON row per image."""
     from openblip.image import ImageLoadError, load_image
-    from openblip.tasks.tagging import load_labels
+    from openblip.tasks.tagging import check_template, load_labels
 
     try:
-        label_list = load_labels(labels if Path(labels).is_file() else [x for x in labels.split(",")])
+        check_template(template)
+        label_list = load_labels(labels if _is_label_file(labels) else labels.split(","))
     except (ValueError, OSError) as e:
-        fail(str(e), 2)
+        fail(str(e), EXIT_USAGE)
     files = expand_paths(paths)
     if not files:
         fail("no image files found in the given paths")
@@ -365,10 +422,14 @@ def tag(paths, model, device, dtype, batch_size, labels, top_k, template, thresh
 def rank(image_dir, text_file, model, device, dtype, batch_size, k, k_test, direction, no_itm):
     """Retrieval: ITC top-k then ITM re-rank (score = ITM logit + cosine), as the original evaluation."""
     from openblip.image import ImageLoadError, load_image
+    from openblip.tasks._common import read_text_file
 
-    texts = [ln.strip() for ln in Path(text_file).read_text().splitlines() if ln.strip()]
+    try:
+        texts = [ln.strip() for ln in read_text_file(text_file, "--texts file").splitlines() if ln.strip()]
+    except (ValueError, OSError) as e:
+        fail(str(e), EXIT_USAGE)
     if not texts:
-        fail(f"{text_file} has no texts", 2)
+        fail(f"{text_file} has no texts", EXIT_USAGE)
     files, images, failed = expand_paths((image_dir,)), [], 0
     good = []
     for f in files:

@@ -29,25 +29,81 @@ def chunks(items: list, size: int) -> Iterator[list]:
         yield items[i : i + size]
 
 
+def read_text_file(source: str | Path, what: str) -> str:
+    """The UTF-8 text of a list file; errors name it as ``what`` (e.g. ``"label file"``).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        IsADirectoryError: it is a folder.
+        ValueError: it is not UTF-8 text.
+    """
+    path = Path(source)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder, not a file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{what} {path} is not UTF-8 text ({e.reason} at byte {e.start})") from e
+
+
+def json_string_list(text: str, source: str | Path, what: str) -> list[str]:
+    """A JSON list of strings parsed from ``text``; a :class:`ValueError` naming ``source`` otherwise."""
+    import json
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} {source}: invalid JSON: {e}") from e
+    if not isinstance(data, list):
+        raise ValueError(f"{what} {source} must hold a JSON list of strings, not {_json_kind(data)}")
+    bad = [i for i, x in enumerate(data) if not isinstance(x, str)]
+    if bad:
+        raise ValueError(
+            f"{what} {source} must hold a JSON list of strings; item {bad[0]} is {_json_kind(data[bad[0]])}"
+        )
+    return data
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    kinds = {dict: "an object", list: "a list", str: "a string"}
+    return kinds.get(type(value), "null" if value is None else type(value).__name__)
+
+
 class TaskBase:
-    """Holds a loaded model, its tokenizer and its preprocessing."""
+    """Holds a loaded model, its tokenizer and its preprocessing.
+
+    ``model`` is a model instance or anything :func:`openblip.load` reads (a registry name or a local checkpoint
+    in any layout). A checkpoint is first loaded as what it holds (task detected from the file); when that is not
+    a model this task runs on (see :attr:`model_types`), it is loaded again as the task's own model, so a
+    mismatch is reported as the keys that do not fit. A pre-training checkpoint thus runs captioning, retrieval
+    and tagging as it is.
+
+    ``device``: ``None`` leaves a passed model where it is (a loaded one goes to the CPU); a given device moves
+    the model there. ``dtype``: ``None`` keeps the model's dtype (float32 for a loaded one).
+    """
 
     task: str = ""
+    #: the model classes this task runs on (empty: any)
+    model_types: tuple[type[BlipBase], ...] = ()
 
     def __init__(
         self,
         model: BlipBase | str | Path,
         *,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         tokenizer: BlipTokenizer | None = None,
         batch_size: int = 8,
     ) -> None:
         if not isinstance(model, BlipBase):
-            from openblip.api import load
-
-            model = load(model, task=self.task or None, device=device, dtype=dtype)
-        elif dtype is not None or str(device) != "cpu":
+            model = self._load(model, device="cpu" if device is None else device, dtype=dtype)
+        elif dtype is not None or device is not None:
             from openblip.checkpoint import set_precision
 
             model = set_precision(model, dtype, device)
@@ -55,9 +111,30 @@ class TaskBase:
         self.tokenizer = tokenizer or get_tokenizer()
         self.batch_size = batch_size
 
+    def _load(self, source: str | Path, *, device: str | torch.device, dtype: torch.dtype | str | None) -> BlipBase:
+        """The checkpoint as what it holds when this task runs on that; otherwise forced to :attr:`task`."""
+        from openblip.api import load
+        from openblip.checkpoint import CheckpointError
+
+        if not self.task:
+            return load(source, device=device, dtype=dtype)
+        try:
+            model = load(source, device=device, dtype=dtype)
+        except CheckpointError:
+            model = None  # e.g. a checkpoint whose task cannot be detected: the task decides below
+        if model is not None and (not self.model_types or isinstance(model, self.model_types)):
+            return model
+        del model
+        return load(source, task=self.task, device=device, dtype=dtype)
+
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    def empty_image_tokens(self) -> torch.Tensor:
+        """``[0, 1 + P, D]``: the ViT tokens of no images (what an empty image list encodes to)."""
+        v = self.model.config.vision
+        return torch.empty(0, 1 + v.num_patches, v.width, dtype=self.model.text_dtype, device=self.device)
 
     def pixels(self, images: list) -> torch.Tensor:
         """``[B, 3, S, S]`` at the model's own image size, dtype and device."""

@@ -17,6 +17,7 @@ import torch
 
 from openblip.models.blip import DEC_ID, BlipCaption, BlipPretrain
 from openblip.tasks._common import TaskBase, as_list, chunks
+from openblip.tokenizer import BlipTokenizer, get_tokenizer
 
 
 @dataclass
@@ -38,10 +39,11 @@ class Captioner(TaskBase):
     """
 
     task = "caption"
+    model_types = (BlipCaption, BlipPretrain)
 
     def __init__(self, model: Any, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
-        if not isinstance(self.model, (BlipCaption, BlipPretrain)):
+        if not isinstance(self.model, self.model_types):
             raise TypeError(f"captioning needs a caption (or pretrain) model, got {type(self.model).__name__}")
 
     def prompt_ids(self, prompt: str) -> torch.Tensor:
@@ -74,8 +76,18 @@ class Captioner(TaskBase):
         if repetition_penalty is None:
             repetition_penalty = 1.1 if sample else 1.0
         beams = 1 if sample else num_beams
-        if not sample and num_captions > beams:
-            raise ValueError(f"num_captions ({num_captions}) cannot exceed num_beams ({beams}) in beam search")
+        check_caption_args(
+            prompt,
+            tokenizer=self.tokenizer,
+            max_positions=self.model.config.text.max_position_embeddings,
+            num_beams=num_beams,
+            max_length=max_length,
+            max_new_tokens=max_new_tokens,
+            repetition_penalty=repetition_penalty,
+            sample=sample,
+            temperature=temperature,
+            num_captions=num_captions,
+        )
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -181,7 +193,8 @@ class Captioner(TaskBase):
         Args:
             images: paths, bytes, PIL images, numpy arrays, or preprocessed ``[B, 3, S, S]`` tensors.
             num_beams: beam width (ignored when ``sample``).
-            max_length: maximum total length **including the prompt tokens** (original semantics).
+            max_length: maximum total length **including the prompt tokens** (original semantics); it must
+                exceed the prompt length and stay within the text model's positions (512).
             min_length: minimum total length including the prompt; ``[SEP]`` is banned before it.
             max_new_tokens: friendlier alternative to ``max_length``: tokens after the prompt.
             repetition_penalty: default 1.0 for beam search and 1.1 for sampling (the original's hidden value).
@@ -194,7 +207,11 @@ class Captioner(TaskBase):
 
         Returns:
             One string per image (a one-element list for a single image), or a list of ``num_captions``
-            strings per image when ``num_captions > 1``.
+            strings per image when ``num_captions > 1``; ``[]`` for no images.
+
+        Raises:
+            ValueError: for settings that cannot generate (see :func:`check_caption_args`), before any image
+                is processed.
         """
         out = self.generate(
             images,
@@ -214,6 +231,47 @@ class Captioner(TaskBase):
         )
         texts = [[c.text for c in row] for row in out]
         return [row[0] for row in texts] if num_captions == 1 else texts
+
+
+def check_caption_args(
+    prompt: str,
+    *,
+    tokenizer: BlipTokenizer | None = None,
+    max_positions: int | None = None,
+    num_beams: int = 3,
+    max_length: int = 20,
+    max_new_tokens: int | None = None,
+    repetition_penalty: float | None = None,
+    sample: bool = False,
+    temperature: float = 1.0,
+    num_captions: int = 1,
+) -> None:
+    """Raise :class:`ValueError` for caption settings that cannot generate; needs no model.
+
+    Checks what :meth:`Captioner.generate` would refuse: ``num_captions`` above the beam width, a
+    ``max_length`` not longer than the tokenized ``prompt`` (``[DEC]`` included) or beyond ``max_positions``
+    (the text model's ``max_position_embeddings``, when given), a repetition penalty or temperature <= 0.
+    """
+    from openblip.generation import check_generation_args
+
+    beams = 1 if sample else num_beams
+    if num_captions < 1:
+        raise ValueError(f"num_captions must be >= 1, got {num_captions}")
+    if not sample and num_captions > beams:
+        raise ValueError(f"num_captions ({num_captions}) cannot exceed num_beams ({beams}) in beam search")
+    tokenizer = tokenizer or get_tokenizer()
+    prompt_length = len(tokenizer([prompt], padding=False, return_tensors=None)["input_ids"][0]) - 1  # no [SEP]
+    check_generation_args(
+        prompt_length,
+        num_beams=beams,
+        max_length=max_length,
+        max_new_tokens=max_new_tokens,
+        sample=sample,
+        temperature=temperature,
+        repetition_penalty=(1.1 if sample else 1.0) if repetition_penalty is None else repetition_penalty,
+        num_return_sequences=num_captions,
+        max_positions=max_positions,
+    )
 
 
 def _trim(ids: list[int]) -> list[int]:

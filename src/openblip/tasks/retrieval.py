@@ -5,6 +5,8 @@ temperature); for each image the top-``k`` texts (and for each text the top-``k`
 the ITM head using ``[ENC]`` first, and the final score is **ITM logit[:, 1] + cosine**; every other entry is
 -100. Image embeddings are computed once and reused for every text (no ViT re-run per pair), and the ITM
 cross-attention keys/values of an image are computed once for all ``k`` texts scored against it.
+
+No images or no texts give empty results of the usual shapes (``[0, ...]`` tensors, ``[]`` lists).
 """
 
 from __future__ import annotations
@@ -49,20 +51,22 @@ class Retriever(TaskBase):
     """
 
     task = "retrieval"
+    model_types = (BlipRetrieval,)
 
     def __init__(self, model: Any, *, max_text_length: int = 35, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
-        if not isinstance(self.model, BlipRetrieval):
+        if not isinstance(self.model, self.model_types):
             raise TypeError(f"retrieval needs a retrieval/ITM (or pretrain) model, got {type(self.model).__name__}")
         self.max_text_length = max_text_length
 
     # ---------------------------------------------------------------- embeddings
     @torch.inference_mode()
     def image_embeds(self, images: Any, batch_size: int | None = None) -> torch.Tensor:
-        """ViT tokens ``[N, 1 + P, D]`` (the cache to reuse for ITM)."""
-        return torch.cat(
-            [self.model.encode_image(self.pixels(b)) for b in chunks(as_list(images), batch_size or self.batch_size)]
-        )
+        """ViT tokens ``[N, 1 + P, D]`` (the cache to reuse for ITM); ``N = 0`` for no images."""
+        batches = [
+            self.model.encode_image(self.pixels(b)) for b in chunks(as_list(images), batch_size or self.batch_size)
+        ]
+        return torch.cat(batches) if batches else self.empty_image_tokens()
 
     @torch.inference_mode()
     def image_features(self, images: Any = None, *, image_embeds: torch.Tensor | None = None) -> torch.Tensor:
@@ -80,8 +84,10 @@ class Retriever(TaskBase):
 
     @torch.inference_mode()
     def text_features(self, texts: Any, *, clean: bool = True, batch_size: int = 64) -> torch.Tensor:
-        """L2-normalised 256-d ITC text features ``[M, 256]`` (``[CLS]`` first, unimodal encoder)."""
+        """L2-normalised 256-d ITC text features ``[M, 256]`` (``[CLS]`` first, unimodal encoder); ``M`` may be 0."""
         texts = self._texts(texts, clean)
+        if not texts:
+            return torch.empty(0, self.model.config.embed_dim, device=self.device)
         feats = []
         for b in chunks(texts, batch_size):
             ids, mask = self.tokenize(b, self.max_text_length)
@@ -119,13 +125,15 @@ class Retriever(TaskBase):
 
     @torch.inference_mode()
     def itm(self, images: Any, texts: Any, *, clean: bool = True, first_token: str = "enc") -> torch.Tensor:
-        """ITM logits ``[N, 2]`` for aligned pairs (``images[i]`` with ``texts[i]``)."""
+        """ITM logits ``[N, 2]`` for aligned pairs (``images[i]`` with ``texts[i]``); ``[0, 2]`` for no pairs."""
         texts = self._texts(texts, clean)
         embeds = self.image_embeds(images)
         if embeds.shape[0] != len(texts):
             raise ValueError(
                 f"itm pairs images with texts one to one: got {embeds.shape[0]} images, {len(texts)} texts"
             )
+        if not texts:
+            return torch.empty(0, 2, device=self.device)
         ids, mask = self.tokenize(texts, self.max_text_length)
         return self.model.itm_logits(embeds, ids, mask, first_token=first_token).float()
 
@@ -134,9 +142,12 @@ class Retriever(TaskBase):
         """Score texts against one image: ITM match probability and logit, ITC cosine, best first.
 
         ``first_token="cls"`` reproduces the original ``BLIP_ITM`` demo class and transformers (spec §1.6).
+        No texts give ``[]``.
         """
         texts_in = as_list(texts)
         texts_clean = self._texts(texts_in, clean)
+        if not texts_clean:
+            return []
         embed = self.image_embeds([image] if not isinstance(image, list) else image[:1])
         logits = self.itm_logits_for_image(embed[0], texts_clean, first_token=first_token)
         cos = self.similarity(self.model.image_features(embed).float(), self.text_features(texts_clean, clean=False))[0]
@@ -166,6 +177,8 @@ class Retriever(TaskBase):
             texts: candidate texts (cleaned with ``pre_caption(., 30)`` unless ``clean=False``).
             k: re-ranking depth (``k_test``: 256 for COCO, 128 for Flickr in the original); clamped to the pool.
             itm: ``False`` returns the ITC cosine matrix in both score fields (no re-ranking).
+
+        No images or no texts give empty ``[n_images, 0]`` / ``[0, n_texts]`` matrices.
         """
         if image_embeds is None:
             image_embeds = self.image_embeds(images)
@@ -173,7 +186,7 @@ class Retriever(TaskBase):
         img_feat = self.model.image_features(image_embeds).float()
         txt_feat = self.text_features(texts, clean=False)
         cosine = img_feat @ txt_feat.T
-        if not itm:
+        if not itm or not cosine.numel():
             return RankResult(cosine, cosine.clone(), cosine.T.clone())
         n_img, n_txt = cosine.shape
         ids, mask = self.tokenize(texts, self.max_text_length)

@@ -12,29 +12,47 @@ from typing import Any
 
 import torch
 
-from openblip.tasks._common import as_list
+from openblip.tasks._common import as_list, json_string_list, read_text_file
 from openblip.tasks.retrieval import Retriever
 
 
 def load_labels(source: str | Path | list[str]) -> list[str]:
-    """Labels from a list, a ``.json`` list or a text file (one label per line; blank lines and ``#`` ignored)."""
+    """Labels from a list, a ``.json`` list of strings or a UTF-8 text file (one label per line; blank lines and
+    ``#`` ignored); stripped, duplicates dropped.
+
+    Raises:
+        FileNotFoundError, IsADirectoryError: the file does not exist, or is a folder.
+        ValueError: naming the file: not UTF-8, invalid JSON, JSON that is not a list of strings; or no labels.
+    """
+    where = ""
     if isinstance(source, (list, tuple)):
         labels = [str(x).strip() for x in source]
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"label file {path} does not exist")
-        text = path.read_text()
-        if path.suffix == ".json":
-            import json
-
-            labels = [str(x).strip() for x in json.loads(text)]
+        text = read_text_file(source, "label file")
+        where = f" in label file {source}"
+        if Path(source).suffix.lower() == ".json":
+            labels = [x.strip() for x in json_string_list(text, source, "label file")]
         else:
             labels = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
     labels = [lb for lb in labels if lb]
     if not labels:
-        raise ValueError("the label list is empty")
+        raise ValueError(f"the label list is empty{where}")
     return list(dict.fromkeys(labels))
+
+
+def check_template(template: str) -> str:
+    """``template`` when ``template.format(label)`` puts a label into it; a clear :class:`ValueError` otherwise."""
+    if not isinstance(template, str):
+        raise TypeError(f"template must be a string, got {type(template).__name__}")
+    try:
+        texts = template.format("x"), template.format("y")
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as e:
+        raise ValueError(
+            f"invalid template {template!r}: put {{}} where the label goes (str.format: {type(e).__name__}: {e})"
+        ) from e
+    if texts[0] == texts[1]:
+        raise ValueError(f"template {template!r} has no {{}} where the label goes")
+    return template
 
 
 class Tagger(Retriever):
@@ -50,16 +68,24 @@ class Tagger(Retriever):
         template: str = "a picture of {}",
         threshold: float = 0.0,
     ) -> list[list[dict]]:
-        """For each image, up to ``top_k`` labels sorted by ITM match probability.
+        """For each image, up to ``top_k`` labels sorted by ITM match probability (``[]`` for no images).
 
         Each entry: ``{"label", "itm_prob", "itc_prob", "itc_cosine"}``; entries below ``threshold`` (ITM
-        probability) are left out.
+        probability) are left out. ``template.format(label)`` is cleaned with ``pre_caption`` (as
+        :meth:`Retriever.rank` cleans texts) and the same text goes to ITC and ITM.
+
+        Raises:
+            ValueError: an invalid ``template`` (see :func:`check_template`) or label list (:func:`load_labels`).
         """
+        check_template(template)
         labels = load_labels(labels)
-        texts = [template.format(lb) for lb in labels]
-        embeds = self.image_embeds(as_list(images))
-        txt_feat = self.text_features(texts)
-        ids, mask = self.tokenize([t.lower() for t in texts], self.max_text_length)
+        images = as_list(images)
+        if not images:
+            return []
+        texts = self._texts([template.format(lb) for lb in labels], clean=True)
+        embeds = self.image_embeds(images)
+        txt_feat = self.text_features(texts, clean=False)
+        ids, mask = self.tokenize(texts, self.max_text_length)
         img_feat = self.model.image_features(embeds).float()
         cos = img_feat @ txt_feat.T
         itc_prob = self.similarity(img_feat, txt_feat, scaled=True).softmax(dim=-1)

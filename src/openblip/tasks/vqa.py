@@ -3,10 +3,11 @@
 * ``"generate"``: beam search (3 beams, ``max_length`` 10, ``min_length`` 1, so an empty answer is possible)
   from ``[DEC]``; the answer decoder cross-attends to the question states with the question mask **replaced
   by all ones** (padded question tokens are attended) — a quirk kept for parity.
-* ``"rank"``: the answer list is tokenized (longest padding, no truncation, ``[DEC]`` first); one decoder step
-  gives the first-token probability of every candidate; the top-``k_test`` candidates are scored by the negative
-  **label-smoothed** (0.1) LM loss summed over the answer, and the best one wins. The first-token probability
-  is not added to the final score, and label smoothing favours short answers — both as the original.
+* ``"rank"``: the answer list is tokenized (longest padding, ``[DEC]`` first, no truncation as the original, except
+  at the decoder's 512 positions); one decoder step gives the first-token probability of every candidate; the
+  top-``k_test`` candidates are scored by the negative **label-smoothed** (0.1) LM loss summed over the answer,
+  and the best one wins. The first-token probability is not added to the final score, and label smoothing
+  favours short answers — both as the original.
 
 Questions are cleaned with ``pre_question`` and tokenized with ``[ENC]`` first (max 35 tokens).
 """
@@ -20,24 +21,33 @@ import torch
 
 from openblip.losses import lm_loss
 from openblip.models.blip import DEC_ID, BlipVQA
-from openblip.tasks._common import TaskBase, as_list, chunks
+from openblip.tasks._common import TaskBase, as_list, chunks, json_string_list, read_text_file
 from openblip.text import pre_question
 
 
 def load_answer_list(source: str | Path | list[str]) -> list[str]:
-    """An answer list from a list, a JSON file (``answer_list.json``) or a text file (one answer per line)."""
-    if isinstance(source, list):
-        answers = source
-    else:
-        import json
+    """An answer list from a list, a JSON file (``answer_list.json``: a list of strings) or a UTF-8 text file (one
+    answer per line, blank lines ignored).
 
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"answer list {path} does not exist")
-        text = path.read_text()
-        answers = json.loads(text) if path.suffix == ".json" else [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if not answers or not all(isinstance(a, str) for a in answers):
-        raise ValueError("the answer list must be a non-empty list of strings")
+    Raises:
+        FileNotFoundError, IsADirectoryError: the file does not exist, or is a folder.
+        ValueError: naming the file: not UTF-8, invalid JSON, not a list of strings, or no answers at all.
+    """
+    if isinstance(source, (list, tuple)):
+        answers = list(source)
+        bad = [i for i, a in enumerate(answers) if not isinstance(a, str)]
+        if bad:
+            raise ValueError(f"the answer list must hold strings; item {bad[0]} is a {type(answers[bad[0]]).__name__}")
+        if not answers:
+            raise ValueError("the answer list is empty")
+        return answers
+    text = read_text_file(source, "answer list")
+    if Path(source).suffix.lower() == ".json":
+        answers = json_string_list(text, source, "answer list")
+    else:
+        answers = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not answers:
+        raise ValueError(f"answer list {source} is empty")
     return answers
 
 
@@ -51,10 +61,11 @@ class VQA(TaskBase):
     """
 
     task = "vqa"
+    model_types = (BlipVQA,)
 
     def __init__(self, model: Any, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
-        if not isinstance(self.model, BlipVQA):
+        if not isinstance(self.model, self.model_types):
             raise TypeError(f"VQA needs a VQA model, got {type(self.model).__name__}")
 
     def _questions(self, questions: Any, n: int) -> list[str]:
@@ -89,8 +100,15 @@ class VQA(TaskBase):
             questions: one question per image (or a single question for all images).
             method: ``"generate"`` (beam search) or ``"rank"`` (choose from ``answer_list``).
             answer_list: candidates for ``"rank"``: a list, ``answer_list.json`` or a text file.
-            k_test: candidates re-scored in ``"rank"`` (128 in the original; clamped to the list size).
+            k_test: candidates re-scored in ``"rank"`` (128 in the original; clamped to the list size); >= 1.
             num_beams, max_length, min_length: ``"generate"`` settings (lengths count the ``[DEC]`` token).
+
+        Returns:
+            One answer string per pair (``[]`` for no images and questions).
+
+        Raises:
+            ValueError: an unknown ``method``, ``"rank"`` without a valid ``answer_list`` (see
+                :func:`load_answer_list`), ``k_test < 1``, or image and question counts that do not pair up.
         """
         imgs = as_list(images)
         qs = as_list(questions)
@@ -101,6 +119,8 @@ class VQA(TaskBase):
             raise ValueError(f"method must be 'generate' or 'rank', got {method!r}")
         if method == "rank" and answer_list is None:
             raise ValueError("method='rank' needs an answer_list")
+        if method == "rank" and k_test < 1:
+            raise ValueError(f"k_test must be >= 1, got {k_test}")
         answers = load_answer_list(answer_list) if method == "rank" else None
         out: list[str] = []
         pairs = list(zip(imgs, qs))
@@ -137,7 +157,9 @@ class VQA(TaskBase):
         key = tuple(answers)
         cached = getattr(self, "_answer_cache", None)
         if cached is None or cached[0] != key:
-            enc = self.tokenizer(answers, padding="longest", truncation=False)
+            # an answer longer than the decoder's positions is cut (keeping its [SEP]); real answers are short
+            limit = self.model.config.text.max_position_embeddings
+            enc = self.tokenizer(answers, padding="longest", truncation=True, max_length=limit)
             ids = enc["input_ids"].to(self.device)
             ids[:, 0] = DEC_ID
             self._answer_cache = (key, (ids, enc["attention_mask"].to(self.device)))
@@ -158,6 +180,8 @@ def rank_answers(
     candidates (the original tiles the question states ``k`` times).
     """
     answer_ids, answer_mask = answer_tokens
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
     b = question_states.shape[0]
     k = min(k, answer_ids.shape[0])
     decoder = model.text_decoder
