@@ -297,7 +297,11 @@ def test_detect_config_recovers_architecture(task):
         assert detected.embed_dim == 24
     if task in ("caption", "vqa", "feature", "nlvr"):
         detected = detected.replace(embed_dim=24)  # no projection in these models: nothing to detect it from
-    assert detected == cfg
+    # the original's stochastic depth for the task: VQA and NLVR build their ViT-B with 0.1
+    assert detected.vision.drop_path_rate == (0.1 if task in ("vqa", "nlvr") else 0.0)
+    assert detected == cfg.replace(
+        vision=dataclasses.replace(cfg.vision, drop_path_rate=detected.vision.drop_path_rate)
+    )
 
 
 def test_detect_config_nlvr_without_merge_layers():
@@ -318,7 +322,9 @@ def test_detect_released_architectures(arch, task, image_size, heads):
     assert detected.arch == arch
     assert detected.vision.num_heads == heads and detected.text.num_heads == 12
     assert detected.vision.image_size == image_size
-    assert detected.vision == dataclasses.replace(cfg.vision, drop_path_rate=0.0)  # training-only setting
+    # the original's stochastic depth (training only): ViT-L always 0.1, ViT-B 0.1 in VQA and NLVR
+    assert detected.vision.drop_path_rate == (0.1 if arch == "blip-large" or task == "vqa" else 0.0)
+    assert detected.vision == dataclasses.replace(cfg.vision, drop_path_rate=detected.vision.drop_path_rate)
     assert detected.text == cfg.text
 
 
@@ -630,3 +636,19 @@ def test_unsupported_hf_architecture_is_named(tmp_path):
         load_model(tmp_path)
     # an explicit task still reads it
     assert_same_state(ref, load_model(tmp_path, task="caption"))
+
+
+@pytest.mark.parametrize(
+    ("width", "arch", "expected"),
+    [
+        (768, "BlipForConditionalGeneration", 0.0),
+        (768, "BlipForQuestionAnswering", 0.1),
+        (1024, "BlipForImageTextRetrieval", 0.1),
+    ],
+)
+def test_hf_configs_get_the_original_stochastic_depth(width, arch, expected):
+    from openblip.convert.hf import from_hf_config
+
+    vision = {"hidden_size": width, "intermediate_size": 4 * width, "num_attention_heads": width // 64}
+    config, _ = from_hf_config({"architectures": [arch], "vision_config": vision})
+    assert config.vision.drop_path_rate == expected

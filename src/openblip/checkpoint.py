@@ -36,7 +36,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from openblip.config import BlipConfig, ConfigError, TextConfig, VisionConfig, get_arch_config, list_architectures
+from openblip.config import (
+    BlipConfig,
+    ConfigError,
+    TextConfig,
+    VisionConfig,
+    get_arch_config,
+    list_architectures,
+    original_drop_path_rate,
+)
 from openblip.convert import hf as hfconv
 from openblip.layers.vit_layers import resize_pos_embed
 from openblip.models.blip import BlipBase, create_model
@@ -240,6 +248,7 @@ def detect_config(state: dict[str, torch.Tensor], task: str | None = None) -> Bl
         depth=depth,
         num_heads=max(1, width // 64),
         mlp_ratio=(mlp.shape[0] / width) if mlp is not None else 4.0,
+        drop_path_rate=original_drop_path_rate(width, task),
     )
     prefix = next(
         (p for p in ("text_encoder.", "text_decoder.bert.") if f"{p}embeddings.word_embeddings.weight" in state), None
@@ -264,8 +273,6 @@ def detect_config(state: dict[str, torch.Tensor], task: str | None = None) -> Bl
             int(m.group(1)) for k in state if (m := re.match(r"text_encoder\.encoder\.layer\.(\d+)\..*merge_layer", k))
         ]
         extra["nlvr_merge_from_layer"] = min(merged) if merged else text.num_layers
-    if task == "pretrain" and vision.image_size == 224:
-        pass
     # a named architecture with exactly these shapes supplies its head counts; otherwise head size 64
     arch = "custom"
     shape = (width, depth, patch, vision.mlp_ratio, hidden, text.num_layers, text.intermediate_size)

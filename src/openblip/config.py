@@ -157,6 +157,13 @@ class BlipConfig:
         return dataclasses.replace(self, **changes)
 
 
+def original_drop_path_rate(vision_width: int, task: str) -> float:
+    """The ViT's stochastic depth the original code builds for ``task``: ``create_vit`` gives ViT-L 0.1 always, and
+    ``BLIP_VQA``/``BLIP_NLVR`` pass 0.1 for ViT-B too; every other ViT-B model has none. For configs read from a
+    checkpoint without one (it only matters when training)."""
+    return 0.1 if vision_width >= 1024 or task in ("vqa", "nlvr") else 0.0
+
+
 def list_architectures() -> list[str]:
     """Names of the built-in architectures (``blip-base``, ``blip-large``, ``blip-tiny``)."""
     files = resources.files("openblip").joinpath("model_configs").iterdir()

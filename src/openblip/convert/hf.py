@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from openblip.config import BlipConfig, TextConfig, VisionConfig
+from openblip.config import BlipConfig, TextConfig, VisionConfig, original_drop_path_rate
 
 HF_ARCHITECTURES = {
     "caption": "BlipForConditionalGeneration",
@@ -200,6 +200,7 @@ def from_hf_config(data: dict[str, Any], task: str | None = None) -> tuple[BlipC
         num_heads=vc.get("num_attention_heads", 12),
         mlp_ratio=vc.get("intermediate_size", 4 * width) / width,
         layer_norm_eps=vc.get("layer_norm_eps", 1e-5),
+        drop_path_rate=original_drop_path_rate(width, task),  # HF configs have none (inference ignores it)
     )
     text = TextConfig(
         vocab_size=tc.get("vocab_size", 30524),
