@@ -173,6 +173,30 @@ def test_convert_every_direction(models_dir, tmp_path):
     assert res.exit_code == 1 and "error:" in res.stderr
 
 
+def test_convert_says_what_it_leaves_out_and_converts_a_part_with_no_strict(tmp_path):
+    import torch
+
+    from openblip.api import load
+    from openblip.checkpoint import save_official
+    from openblip.models.blip import BlipCaption
+    from openblip.train.objectives import PretrainObjective
+
+    # an official pre-training file: the model + momentum encoders + queues
+    model = tiny_model("pretrain")
+    path = save_official(model, tmp_path / "pre.pth")
+    ckpt = torch.load(path, weights_only=True)
+    training = PretrainObjective(model, queue_size=8).state_dict()
+    ckpt["model"].update({k: v for k, v in training.items() if not k.startswith("model.")})
+    torch.save(ckpt, path)
+    res = run("convert", path, tmp_path / "ob", "--to", "openblip")
+    assert res.exit_code == 0 and "left out" in res.stderr and "momentum encoders" in res.stderr
+    strict = run("convert", path, tmp_path / "cap", "--to", "hf", "--task", "caption")
+    assert strict.exit_code == 1 and "unexpected keys" in strict.stderr
+    loose = run("convert", path, tmp_path / "cap", "--to", "hf", "--task", "caption", "--no-strict")
+    assert loose.exit_code == 0 and "text_encoder" in loose.stderr and "itm_head" in loose.stderr
+    assert isinstance(load(tmp_path / "cap"), BlipCaption)
+
+
 def test_caption_jsonl_error_rows_and_partial_exit(models_dir, images):
     res = run("caption", images, "--model", models_dir / "caption", "--max-length", 10, "--batch-size", 2)
     assert res.exit_code == 3

@@ -548,13 +548,27 @@ def save_hf(model: BlipBase, path: str | Path) -> Path:
     return path
 
 
-def convert_checkpoint(src: str | Path, dst: str | Path, to: str = "openblip", task: str | None = None) -> Path:
-    """Convert a checkpoint between layouts (``to`` = ``openblip``, ``hf`` or ``official``), strictly."""
-    model = load_model(src, task=task)
-    if to == "openblip":
-        return save_pretrained(model, dst)
-    if to == "hf":
-        return save_hf(model, dst)
-    if to == "official":
-        return save_official(model, dst)
-    raise ValueError(f"unknown target layout {to!r}; use openblip, hf or official")
+def convert_checkpoint(
+    src: str | Path,
+    dst: str | Path,
+    to: str = "openblip",
+    task: str | None = None,
+    strict: bool = True,
+    return_report: bool = False,
+) -> Path | tuple[Path, LoadReport]:
+    """Convert a checkpoint between layouts (``to`` = ``openblip``, ``hf`` or ``official``).
+
+    Only the ``task`` model is written: momentum encoders and queues of a retrieval or pre-training file (training
+    state) are left out, and listed in the report's ``training_keys``. ``strict=False`` also converts a part of a
+    checkpoint (e.g. ``task="caption"`` of a pre-training file, as Hugging Face built
+    ``Salesforce/blip-image-captioning-base`` from ``model_base_capfilt_large.pth``); the report's ``unexpected``
+    lists what was left out. ``return_report``: return ``(path, report)``.
+    """
+    if to not in ("openblip", "hf", "official"):
+        raise ValueError(f"unknown target layout {to!r}; use openblip, hf or official")
+    model, report = load_model(src, task=task, strict=strict, return_report=True)
+    if not strict and (report.missing or report.mismatched):  # a part may be left out, never made up
+        raise CheckpointError(f"{src}: does not fit {type(model).__name__} ({model.config.task}): {report.problems()}")
+    save = {"openblip": save_pretrained, "hf": save_hf, "official": save_official}[to]
+    out = save(model, dst)
+    return (out, report) if return_report else out

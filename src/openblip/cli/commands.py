@@ -255,21 +255,39 @@ def download(names):
 @click.argument("dst", type=click.Path())
 @click.option("--to", "to", required=True, type=click.Choice(["openblip", "hf", "official"]), help="Target layout.")
 @click.option("--task", default=None, help="Task model to build (detected when omitted).")
-def convert(src, dst, to, task):
+@click.option(
+    "--no-strict",
+    "loose",
+    is_flag=True,
+    help="Convert the --task part of a larger checkpoint (e.g. --task caption of a pre-training file); what is "
+    "left out is listed on stderr. Missing or misshapen tensors are still an error.",
+)
+def convert(src, dst, to, task, loose):
     """Convert a checkpoint between the official .pth, Hugging Face and openblip layouts.
+
+    Only the task model is written; momentum encoders and queues (training state of retrieval and pre-training
+    files) are left out, with a note on stderr.
 
     \b
     Examples:
       openblip convert model_base_caption_capfilt_large.pth out/ --to openblip
       openblip convert out/ hf_dir/ --to hf
       openblip convert hf_dir/ model.pth --to official
+      openblip convert model_base_capfilt_large.pth cap/ --to hf --task caption --no-strict
     """
     from openblip.checkpoint import CheckpointError, convert_checkpoint
 
     try:
-        out = convert_checkpoint(src, dst, to=to, task=task)
+        out, report = convert_checkpoint(src, dst, to=to, task=task, strict=not loose, return_report=True)
     except (CheckpointError, ValueError) as e:
         fail(str(e))
+    if report.training_keys:
+        click.echo(
+            f"note: left out {len(report.training_keys)} training-state tensors (momentum encoders, queues)", err=True
+        )
+    if report.unexpected:
+        modules = sorted({k.split(".")[0] for k in report.unexpected})
+        click.echo(f"note: left out {len(report.unexpected)} tensors of {', '.join(modules)} (--no-strict)", err=True)
     click.echo(str(out))
 
 
