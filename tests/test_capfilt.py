@@ -351,11 +351,118 @@ def test_cli_end_to_end(world, tmp_path):
 
     before = _shards(out / "captions")
     res = CliRunner().invoke(main, ["capfilt", "caption", "--out", str(out)], catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["skipped"] == 3
+    assert res.exit_code == 3, res.output  # the two unreadable web images, counted from the skipped shards
+    assert json.loads(res.stdout)["skipped"] == 3 and json.loads(res.stdout)["failed"] == 2
     assert _shards(out / "captions") == before
     res = CliRunner().invoke(main, ["capfilt", "build", "--out", str(out), "--threshold", "0.9"])
     assert res.exit_code == 3 and json.loads((out / "summary.json").read_text())["threshold"] == 0.9
+
+
+def _stage_args(world: Path, out: Path, models: dict, web: Path | None = None) -> list[str]:
+    """The group options of a run on the test world with the ready-made (fine-tuned) models: no fine-tuning."""
+    return [
+        "capfilt",
+        "--web", str(web or world / "web.json"),
+        "--captioner", models["captioner"],
+        "--filter-model", models["filter_model"],
+        "--image-root", str(world / "world"),
+        "--out", str(out),
+        "--shard-size", "5",
+        "--batch-size", "4",
+        "--max-length", "10",
+    ]  # fmt: skip
+
+
+def test_cli_single_stages_exit_3_and_count_the_unreadable_web_images(world, models, tmp_path):
+    """`capfilt caption` / `filter` alone: 2 of the 12 web images are unreadable, so exit 3 with `failed` 2 in the
+    stats (over every shard of the stage: a rerun that skips them all reports the same), and a line on stderr."""
+    out = tmp_path / "out"
+    runner = CliRunner()
+    for stage, folder in (("caption", "captions"), ("filter", "filter_scores")):
+        for attempt in ("first", "rerun"):
+            res = runner.invoke(main, [*_stage_args(world, out, models), stage])
+            assert res.exit_code == 3, (stage, attempt, res.output)
+            stats = json.loads(res.stdout)
+            assert stats["images"] == 12 and stats["failed"] == 2, (stage, attempt, stats)
+            assert stats["skipped"] == (0 if attempt == "first" else 3)
+            assert "2 of 12 web images failed to load" in res.stderr and folder in res.stderr
+            assert "Traceback" not in res.output
+    # error rows on disk match the count
+    rows = [r for f in sorted((out / "filter_scores").glob("shard_*.jsonl")) for r in read_jsonl(f)]
+    assert sorted(r["image"] for r in rows if "error" in r) == ["images/broken.png", "images/missing.png"]
+    res = runner.invoke(main, [*_stage_args(world, out, models), "build"])
+    assert res.exit_code == 3, res.output
+
+
+def test_pipeline_stage_stats_count_failed_images(world, models, tmp_path):
+    cfg = _cfg(world, tmp_path / "run", **models)
+    first = P.caption(cfg, **QUIET)
+    assert first == {"shards": 3, "skipped": 0, "done": 3, "images": 12, "failed": 2}
+    (cfg.out / "captions" / "shard_00002.done").unlink()  # one shard redone, two read back
+    again = P.caption(cfg, **QUIET)
+    assert again == {"shards": 3, "skipped": 2, "done": 1, "images": 12, "failed": 2}
+    assert P.filter_captions(cfg, **QUIET)["failed"] == 2
+
+
+def test_cli_every_web_image_unreadable_is_exit_1(world, models, tmp_path):
+    """Every web image missing: each of caption, filter, build and the whole run exits 1 (total failure), not 3."""
+    web = tmp_path / "web.json"
+    web.write_text(json.dumps([{"image": "images/missing.png", "caption": "a"}, {"image": "gone.png", "caption": "b"}]))
+    runner = CliRunner()
+    res = runner.invoke(main, _stage_args(world, tmp_path / "all", models, web))
+    assert res.exit_code == 1, res.output
+    assert "error: every web image failed to load (2 of 2)" in res.stderr
+    assert "2 unreadable" in res.stdout  # the summary table is still printed
+    summary = json.loads((tmp_path / "all" / "summary.json").read_text())
+    assert summary["images"]["web_unreadable"] == summary["images"]["web_in"] == 2
+    res = runner.invoke(main, ["capfilt", "build", "--out", str(tmp_path / "all")])  # the saved settings
+    assert res.exit_code == 1, res.output
+
+    out = tmp_path / "stages"
+    for stage in ("caption", "filter", "build"):
+        res = runner.invoke(main, [*_stage_args(world, out, models, web), stage])
+        assert res.exit_code == 1, (stage, res.output)
+        assert "error: every web image failed to load (2 of 2)" in res.stderr, stage
+        assert "Traceback" not in res.output
+
+
+def test_cli_missing_options_and_malformed_annotations_are_usage_errors(world, models, tmp_path):
+    """Exit 2 with one `error:` line naming the option, file or record, before any work (no traceback)."""
+    runner = CliRunner()
+    init, clean = ["--init", str(world / "init")], ["--clean", str(world / "clean.json")]
+
+    def usage_error(args, *expected):
+        res = runner.invoke(main, ["capfilt", *args])
+        assert res.exit_code == 2, (args, res.output)
+        assert res.stderr.startswith("error: ") and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        for text in expected:
+            assert text in res.stderr, (args, text, res.stderr)
+        assert isinstance(res.exception, SystemExit) and "Traceback" not in res.output
+
+    out = str(tmp_path / "o7")
+    for stage in ("caption", "filter", "build"):
+        usage_error([stage, "--out", out], "--web")
+    usage_error(["finetune-captioner", "--out", out, *clean], "--init")
+    usage_error(["finetune-captioner", "--out", out, *init], "--clean")
+    usage_error(["finetune-filter", "--out", out, *clean], "--init")
+    usage_error(["finetune-filter", "--out", out, *init], "--clean")
+    # the whole run with a clean set but nothing to fine-tune from
+    usage_error(["--web", str(world / "web.json"), *clean, "--out", out], "--init")
+    assert not (tmp_path / "o7" / "captioner").exists()  # nothing was done
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"image": "a.png", "caption": "fine"}, {"image": "b.png", "caption": None}]))
+    usage_error(["caption", "--web", str(bad), "--captioner", models["captioner"], "--out", out], "record 1", "caption")
+    usage_error([*_stage_args(world, tmp_path / "o8", models, bad)[1:]], str(bad), "record 1")
+    usage_error(["finetune-filter", "--out", out, *init, "--clean", str(bad)], str(bad), "record 1")
+    notjson = tmp_path / "notjson.json"
+    notjson.write_text("[{")
+    usage_error(["caption", "--web", str(notjson), "--out", out], str(notjson))
+    usage_error(["caption", "--web", str(tmp_path / "nope.json"), "--out", out], "nope.json", "--web")
+
+    # a ready-made model needs neither --init nor --clean
+    res = runner.invoke(main, ["capfilt", "finetune-captioner", "--out", out, "--captioner", models["captioner"]])
+    assert res.exit_code == 0, res.output
 
 
 def test_demo_tiny_end_to_end(tmp_path):

@@ -280,6 +280,16 @@ def _load_images(items: Sequence[WebItem]) -> tuple[list[Any], list[WebItem], li
     return images, ok, errors
 
 
+def _stage_stats(store: ShardStore, total: int, todo: Sequence[int], n_web: int) -> dict[str, Any]:
+    """The counts a scoring stage returns, before its work: ``shards``, ``skipped`` (done already), ``done`` (written
+    by this run; :func:`_write_shards` adds them), ``images`` (web images) and ``failed``: web images whose row is an
+    error row (unreadable image), over every shard of the stage; the skipped shards are read back here and the
+    shards written by this run are added as they are written, so a rerun reports the same count."""
+    pending = set(todo)
+    failed = sum("error" in r for s in range(total) if s not in pending for r in store.read(s))
+    return {"shards": total, "skipped": total - len(todo), "done": 0, "images": n_web, "failed": failed}
+
+
 def _write_shards(
     stage: str,
     store: ShardStore,
@@ -292,7 +302,8 @@ def _write_shards(
 ) -> None:
     """The shard loop both scoring stages share: for each shard of ``todo`` (logging a stale marker), its rows from
     ``shard_rows(shard, bar)`` sorted by ``web_id`` and written atomically with their marker; ``stats["done"]``
-    counts them. The progress bar counts images (``shard_size`` per shard, fewer in the last one)."""
+    counts them and ``stats["failed"]`` their error rows. The progress bar counts images (``shard_size`` per shard,
+    fewer in the last one)."""
     n_images = stats["images"]
     total_images = sum(max(0, min(shard_size, n_images - s * shard_size)) for s in todo)
     bar = _Bar(total_images, stage, log, "img", show=progress)
@@ -305,13 +316,18 @@ def _write_shards(
             rows.sort(key=lambda r: r["web_id"])
             store.write(s, rows)
             stats["done"] += 1
+            stats["failed"] += sum("error" in r for r in rows)
     finally:
         bar.close()
     log(f"[{stage}] {stats['done']} shard(s) written in {time.perf_counter() - t0:.0f}s -> {store.folder}")
 
 
 def caption(cfg: CapFiltConfig, log: Log = log_to_stderr, progress: bool | None = None) -> dict[str, Any]:
-    """Stage 2: synthetic captions for every web image, shard by shard (resumable). Returns counts."""
+    """Stage 2: synthetic captions for every web image, shard by shard (resumable).
+
+    Returns counts: ``shards``, ``skipped`` (done already), ``done`` (written now), ``images`` (web images) and
+    ``failed`` (web images whose image could not be read: their rows are error rows), the latter over every shard
+    of the stage, the skipped ones included."""
     import torch
 
     from openblip.tasks.caption import Captioner
@@ -321,7 +337,7 @@ def caption(cfg: CapFiltConfig, log: Log = log_to_stderr, progress: bool | None 
     store = ShardStore(cfg.out / "captions", _caption_params(cfg, _annotation_digest(cfg.web), model_path), "caption")
     total = n_shards(cfg, len(web))
     todo = [s for s in range(total) if not store.is_done(s)]
-    stats = {"shards": total, "skipped": total - len(todo), "done": 0, "images": len(web)}
+    stats = _stage_stats(store, total, todo, len(web))
     if not todo:
         log(f"[caption] all {total} shards already done")
         return stats
@@ -428,7 +444,10 @@ def itm_match_probs(
 
 
 def filter_captions(cfg: CapFiltConfig, log: Log = log_to_stderr, progress: bool | None = None) -> dict[str, Any]:
-    """Stage 3: ITM match probability of every web and synthetic caption, shard by shard (resumable)."""
+    """Stage 3: ITM match probability of every web and synthetic caption, shard by shard (resumable).
+
+    Returns the same counts as :func:`caption`; ``failed`` counts the error rows of the filter shards (images that
+    failed at the caption stage, or could not be read again here)."""
     web = load_web(cfg)
     digest = _annotation_digest(cfg.web)
     cap_params = _caption_params(cfg, digest, captioner_path(cfg))
@@ -442,7 +461,7 @@ def filter_captions(cfg: CapFiltConfig, log: Log = log_to_stderr, progress: bool
             f"caption shards {missing[:5]}{'...' if len(missing) > 5 else ''} are not done: run the caption stage"
         )
     todo = [s for s in range(total) if not store.is_done(s)]
-    stats = {"shards": total, "skipped": total - len(todo), "done": 0, "images": len(web)}
+    stats = _stage_stats(store, total, todo, len(web))
     if not todo:
         log(f"[filter] all {total} shards already done")
         return stats

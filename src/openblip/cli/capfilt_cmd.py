@@ -8,11 +8,12 @@ run saved in ``OUT/capfilt_config.json`` (so a stage run alone reuses them), the
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
 
-from openblip.cli import DTYPE_CHOICES, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, fail, main
+from openblip.cli import DTYPE_CHOICES, EXIT_FAIL, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, fail, main
 
 # (option, CapFiltConfig field, type, help); flags are given as "--x/--no-x"
 _OPTIONS: list[tuple[str, str, object, str]] = [
@@ -92,20 +93,82 @@ def _config(ctx: click.Context, options: dict) -> object:
         fail(str(e), EXIT_USAGE)
 
 
+def _check_usage(cfg, stages) -> None:
+    """Usage errors (exit 2) before any work: the options ``stages`` need, and readable, well-formed annotations.
+
+    caption, filter and build need --web (build takes --clean if given); a fine-tuning stage needs --init and
+    --clean unless its ready-made model (--captioner / --filter-model) is given. The annotation files are read
+    here once so that a missing file or a malformed record is a usage error naming it, not a failure mid-run.
+    """
+    from openblip.capfilt.pipeline import load_clean, load_web
+
+    needs_web = bool({"caption", "filter", "build"} & set(stages))
+    needs_clean = False
+    for stage, name, ready, ready_opt in (
+        ("finetune-captioner", "captioner", cfg.captioner, "--captioner"),
+        ("finetune-filter", "filter", cfg.filter_model, "--filter-model"),
+    ):
+        if stage not in stages or ready:
+            continue
+        for value, opt, what in ((cfg.init, "--init", "a pre-trained model"), (cfg.clean, "--clean", "the clean set")):
+            if not value:
+                fail(
+                    f"fine-tuning the {name} needs {what} ({opt}), or give a fine-tuned {name} with {ready_opt}",
+                    EXIT_USAGE,
+                )
+        needs_clean = True
+    if needs_web and not cfg.web:
+        fail("no web annotations given (--web)", EXIT_USAGE)
+    checks = []
+    if needs_web:
+        checks.append(("--web", cfg.web, load_web))
+    if needs_clean or ("build" in stages and cfg.clean):
+        checks.append(("--clean", cfg.clean, load_clean))
+    for opt, path, load in checks:
+        try:
+            load(cfg)
+        except OSError as e:
+            fail(f"cannot read {opt} {path}: {e.strerror or e}", EXIT_USAGE)
+        except (ValueError, TypeError, KeyError) as e:
+            message = str(e)
+            fail(message if str(path) in message else f"{opt} {path}: malformed annotations: {message}", EXIT_USAGE)
+
+
+def _exit(failed: int, images: int, where: str, other_failures: bool = False) -> None:
+    """Exit 1 when every web image failed to load, 3 when some did (or ``other_failures``), else 0; a line on
+    stderr says how many failed and where their reasons are."""
+    if images and failed == images:
+        fail(f"every web image failed to load ({failed} of {images}); reasons in {where}", EXIT_FAIL)
+    if failed:
+        click.echo(f"{failed} of {images} web images failed to load; reasons in {where}", err=True)
+    sys.exit(EXIT_PARTIAL if failed or other_failures else EXIT_OK)
+
+
 def _run_stage(ctx: click.Context, stage: str, options: dict) -> None:
     from openblip.capfilt.pipeline import run_stage, summary_table
     from openblip.capfilt.store import StageMismatchError
 
     cfg = _config(ctx, options)
+    _check_usage(cfg, [stage])
     try:
         result = run_stage(stage, cfg)
     except (FileNotFoundError, ValueError, StageMismatchError, RuntimeError, OSError) as e:
         fail(str(e))
     if stage == "build":
         click.echo(summary_table(result))
-        sys.exit(EXIT_PARTIAL if result["failures"] else EXIT_OK)
+        _summary_exit(result, cfg)
     click.echo(json.dumps({"stage": stage, **{k: v for k, v in result.items() if k != "failures"}}, default=str))
+    if stage in ("caption", "filter"):
+        folder = cfg.out / ("captions" if stage == "caption" else "filter_scores")
+        _exit(result["failed"], result["images"], f"the error rows of {folder}{os.sep}shard_*.jsonl")
     sys.exit(EXIT_OK)
+
+
+def _summary_exit(summary: dict, cfg) -> None:
+    """The exit of ``build`` and of the whole run: 1 if every web image was unreadable, 3 if some web or clean
+    images were, else 0."""
+    im = summary["images"]
+    _exit(im["web_unreadable"], im["web_in"], str(cfg.out / "summary.json"), bool(summary["failures"]))
 
 
 @main.group("capfilt", invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -146,18 +209,19 @@ def capfilt(ctx: click.Context, demo: bool, quick: bool, **options: object) -> N
         return
     if quick:
         fail("--quick goes with --demo", EXIT_USAGE)
-    from openblip.capfilt.pipeline import run, summary_table
+    from openblip.capfilt.pipeline import STAGES, run, summary_table
     from openblip.capfilt.store import StageMismatchError
 
     cfg = _config(ctx, options)
     if not cfg.web or not (cfg.clean or (cfg.captioner and cfg.filter_model)):
         fail("give --web and --clean with --init (or --captioner and --filter-model); see --help", EXIT_USAGE)
+    _check_usage(cfg, STAGES)
     try:
         summary = run(cfg)
     except (FileNotFoundError, ValueError, StageMismatchError, RuntimeError, OSError) as e:
         fail(str(e))
     click.echo(summary_table(summary))
-    sys.exit(EXIT_PARTIAL if summary["failures"] else EXIT_OK)
+    _summary_exit(summary, cfg)
 
 
 def _demo(options: dict, quick: bool) -> None:
