@@ -610,3 +610,115 @@ def test_cli_train_command(world, tmp_path):
     assert cfg["train_files"] == [str(world / "annotations" / "vqa_train.json")]
     res = runner.invoke(main, ["train", "--recipe", "nlvr", "--variant", "bogus", "--out", str(tmp_path)])
     assert res.exit_code == 2
+
+
+# ------------------------------------------------------------------------------------------------------------
+# settings are checked before any work: exit 2 and one line naming the option or key
+
+
+def _main(argv: list[str], capsys, monkeypatch) -> tuple[int, list[str], str]:
+    """``openblip.train.main.main(argv)`` in this process: ``(exit code, stderr lines, stdout)``."""
+    from openblip.train.main import main
+
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "OPENBLIP_TRAIN_NAN_AT_STEP", "OPENBLIP_TRAIN_CRASH_AFTER_STEP"):
+        monkeypatch.delenv(key, raising=False)
+    capsys.readouterr()
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, [ln for ln in captured.err.splitlines() if ln.strip()], captured.out
+
+
+def _smoke(world: Path, out: Path, *extra: str) -> list[str]:
+    return ["--recipe", "caption_coco", "--variant", "smoke", "--data-root", str(world), "--out", str(out), *extra]
+
+
+def test_unknown_set_keys_are_rejected_with_the_closest_known_key(world, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    # a typo of max_steps used to be accepted and the whole recipe trained (and --print-config listed it)
+    for extra in (["--print-config"], []):
+        code, err, stdout = _main(_smoke(world, out, "--set", "max_step=1", *extra), capsys, monkeypatch)
+        assert code == 2 and stdout == ""
+        assert len(err) == 1 and err[0].startswith("error: --set max_step:") and "'max_steps'" in err[0], err
+    assert not out.exists()
+    code, err, _ = _main(_smoke(world, out, "--set", "zzz_nothing_like_it=1", "--print-config"), capsys, monkeypatch)
+    assert code == 2 and len(err) == 1 and "zzz_nothing_like_it" in err[0] and "--print-config" in err[0]
+    # keys of another recipe are unknown to this one (queue_size is retrieval/pre-training only)
+    code, err, _ = _main(_smoke(world, out, "--set", "queue_size=8", "--print-config"), capsys, monkeypatch)
+    assert code == 2 and "queue_size" in err[0]
+    # known keys still work: the recipe's, the base config's and the trainer's optional ones; numbers given in a
+    # form JSON does not read are converted, a single training file becomes a list
+    sets = ["prompt=a photo of ", "max_steps=3", "warmup_steps=2", "lr=.0005", "train_files=x.json"]
+    code, err, stdout = _main(
+        _smoke(world, out, *[a for s in sets for a in ("--set", s)], "--print-config"), capsys, monkeypatch
+    )
+    assert code == 0, err
+    cfg = json.loads(stdout)
+    assert cfg["prompt"] == "a photo of " and cfg["max_steps"] == 3 and cfg["warmup_steps"] == 2
+    assert cfg["lr"] == 0.0005 and cfg["train_files"] == [str(world / "annotations" / "x.json")]
+    assert "max_step" not in cfg
+
+
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--steps", "0"], "--steps"),  # used to train the whole recipe
+        (["--steps", "-3"], "--steps"),  # used to save an untrained model and exit 0
+        (["--epochs", "0"], "--epochs"),  # used to train nothing and exit 0
+        (["--batch-size", "0"], "--batch-size"),  # ZeroDivisionError
+        (["--grad-accum", "0"], "--grad-accum"),
+        (["--num-workers", "-1"], "--num-workers"),  # DataLoader ValueError
+        (["--steps", "two"], "--steps"),
+        (["--lr", "-1"], "--lr"),  # ValueError from the optimizer
+        (["--lr", "nan"], "--lr"),
+        (["--device", "bogus"], "--device"),  # RuntimeError
+        (["--set", "lr=abc"], "--set lr"),  # ValueError converting
+        (["--set", "task=bogus"], "--set task"),  # ConfigError
+        (["--set", "max_steps=0"], "--set max_steps"),
+        (["--set", "epochs=-1"], "--set epochs"),
+        (["--set", "batch_size=2.5"], "--set batch_size"),
+        (["--set", "bf16=maybe"], "--set bf16"),
+        (["--set", "schedule=linear"], "--set schedule"),
+        (["--set", "arch=blip-huge"], "--set arch"),
+        (["--set", "image_size=33"], "--set image_size"),
+        (["--set", "min_scale=0"], "--set min_scale"),
+    ],
+)
+def test_bad_settings_are_usage_errors_before_any_work(world, tmp_path, capsys, monkeypatch, extra, named):
+    out = tmp_path / "run"
+    code, err, stdout = _main(_smoke(world, out, *extra), capsys, monkeypatch)
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith("error:") and named in err[0], err
+    assert "Traceback" not in err[0] and stdout == ""
+    assert not out.exists(), "nothing may be written for a usage error"
+    # --print-config refuses the same settings (it used to print them)
+    code, err, stdout = _main(_smoke(world, out, *extra, "--print-config"), capsys, monkeypatch)
+    assert code == 2 and stdout == "" and len(err) == 1 and named in err[0]
+
+
+def test_the_trainer_api_rejects_non_positive_counts(world, tmp_path):
+    """``max_steps: 0`` used to mean "no budget" (the whole recipe) and a negative one an untrained final model."""
+    from openblip.train import recipes
+    from openblip.train.loop import Trainer, TrainingError
+
+    base = recipes.resolve_paths(recipes.get_config("caption_coco", "smoke"), world)
+    for key, value in (("max_steps", 0), ("max_steps", -3), ("epochs", 0), ("batch_size", 0), ("num_workers", -1)):
+        out = tmp_path / f"{key}{value}"
+        with pytest.raises(TrainingError, match=key):
+            Trainer({**base, key: value}, out, log=lambda m: None).run()
+        assert not (out / "model").exists() and not (out / "checkpoints").exists()
+
+
+def test_resume_from_an_unreadable_checkpoint_is_one_line_naming_it(world, tmp_path, capsys, monkeypatch, recwarn):
+    """A damaged newest checkpoint used to end ``--resume`` with an UnpicklingError traceback."""
+    out = tmp_path / "run"
+    ckpts = out / "checkpoints"
+    ckpts.mkdir(parents=True)
+    (ckpts / "checkpoint_00000002.pt").write_bytes(b"PK\x03\x04 a checkpoint cut short")
+    newest = ckpts / "checkpoint_00000004.pt"
+    newest.write_bytes(b"\x80\x04 not a checkpoint at all")
+    code, err, _ = _main(_smoke(world, out, "--resume"), capsys, monkeypatch)
+    assert code == 1, err
+    assert len(err) == 1 and err[0].startswith("error: cannot read checkpoint") and str(newest) in err[0], err
+    assert "checkpoint_00000002.pt" in err[0]  # the way out: the next older checkpoint
+    assert not [w for w in recwarn if "pickle" in str(w.message)]  # torch's warning about the bad file is dropped
+    assert not (out / "model").exists()

@@ -56,6 +56,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,7 @@ from openblip.train import steps
 from openblip.train.checkpointing import (
     capture_rng_state,
     latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
@@ -399,6 +401,42 @@ def _truncate_metrics(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
+def check_counts(config: Mapping[str, Any]) -> None:
+    """:class:`TrainingError` unless ``batch_size``, ``epochs``, ``grad_accum`` and ``max_steps`` (when set) are
+    positive integers and ``num_workers`` is not negative (0 steps, or a negative budget, would otherwise train
+    nothing -- or everything -- and report success)."""
+    rules = (("batch_size", 1, False), ("epochs", 1, False), ("grad_accum", 1, True), ("max_steps", 1, True))
+    for key, minimum, optional in (*rules, ("num_workers", 0, True)):
+        value = config.get(key)
+        if value is None and optional:
+            continue
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or float(value) != int(value) or int(value) < minimum:
+            kind = "a positive integer" if minimum == 1 else "an integer >= 0"
+            raise TrainingError(f"config {key} must be {kind}{' (or None)' if optional else ''}, got {value!r}")
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """:func:`load_checkpoint`, with a one-line :class:`TrainingError` naming the file when it cannot be read (torch's
+    warnings about a damaged file are dropped with it; those of a good file are shown)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            state = load_checkpoint(path)
+        except Exception as e:  # truncated / corrupt / not a checkpoint: torch raises many kinds
+            first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+            reason = f"{type(e).__name__}: {first.split('. ')[0].rstrip('.')}" if first else type(e).__name__
+            older = [p.name for p in list_checkpoints(path.parent) if p != path]
+            hint = f"; move it away to resume from {older[-1]}" if older else ""
+            raise TrainingError(
+                f"cannot read checkpoint {path} ({reason[:300]}): the file is damaged or not an openblip training "
+                f"checkpoint{hint}"
+            ) from e
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return state
+
+
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
     return int(value) if value not in (None, "") else None
@@ -484,9 +522,10 @@ class Trainer:
             if path is None:
                 self.log(f"--resume: no checkpoint in {ckpt_dir}; starting from the beginning")
             else:
-                ckpt = load_checkpoint(path)
+                ckpt = _read_checkpoint(path)
                 self.log(f"resuming from {path} (step {ckpt['global_step']}, epoch {ckpt['epoch']})")
         cfg = self._resolve_config(ckpt)
+        check_counts(cfg)
         device = resolve_device(cfg.get("device"), local_rank)
         if is_main:
             out.mkdir(parents=True, exist_ok=True)
@@ -539,9 +578,9 @@ class Trainer:
         micro_per_epoch = steps_per_epoch * accum
         epochs = int(cfg["epochs"])
         max_steps = cfg.get("max_steps")
-        if max_steps:  # a step budget beyond the recipe's epochs extends the run by whole epochs
+        if max_steps is not None:  # a step budget beyond the recipe's epochs extends the run by whole epochs
             epochs = max(epochs, math.ceil(int(max_steps) / steps_per_epoch))
-        total_steps = epochs * steps_per_epoch if not max_steps else int(max_steps)
+        total_steps = epochs * steps_per_epoch if max_steps is None else int(max_steps)
         schedule = Schedule.from_config(cfg, epochs, total_steps)
 
         # ---- state

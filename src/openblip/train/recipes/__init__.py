@@ -31,6 +31,10 @@ RECIPES = ("pretrain", "caption_coco", "retrieval_coco", "retrieval_flickr", "vq
 
 _PATH_KEYS_SINGLE = ("val_file", "test_file", "answer_list")
 
+#: Keys the trainer reads (:mod:`openblip.train.loop`, ``steps``, ``optim``, ``main``) that a recipe need not set:
+#: they are valid for every recipe, besides :data:`~openblip.train.recipes._common.BASE` and the recipe's own.
+OPTIONAL_KEYS = ("warmup_steps", "warmup_lr", "lr_decay_rate", "dist_timeout_min", "caption_loss_reduction", "out")
+
 
 def get_recipe(name: str) -> ModuleType:
     """The recipe module ``openblip.train.recipes.<name>``."""
@@ -42,6 +46,21 @@ def get_recipe(name: str) -> ModuleType:
 def get_config(name: str, variant: str | None = None) -> dict[str, Any]:
     """``get_recipe(name).get_config(variant)``."""
     return get_recipe(name).get_config(variant)
+
+
+def known_keys(name: str) -> set[str]:
+    """The config keys a run of recipe ``name`` understands: those of :data:`~openblip.train.recipes._common.BASE`,
+    of any variant of the recipe (base, ``large``, ``smoke``) and :data:`OPTIONAL_KEYS`."""
+    from openblip.train.recipes._common import BASE
+
+    module = get_recipe(name)
+    keys = set(BASE) | set(OPTIONAL_KEYS)
+    for variant in (None, "large", "smoke"):
+        try:
+            keys |= set(module.get_config(variant))
+        except ValueError:  # the recipe has no such variant
+            continue
+    return keys
 
 
 def _under(root: str | os.PathLike | None, path: str | os.PathLike | None) -> str | None:
