@@ -145,3 +145,216 @@ def test_demo_quick_meets_bars(tmp_path):
     for key in ("itc_i2t_r5", "itc_t2i_r5"):
         assert m[key] >= 0.50, (key, m[key])
     assert m["vqa_color_acc"] > m["baselines"]["vqa_color_acc"], m
+
+
+# --- the demo's world folder: reuse only a complete, loadable world -----------------------------------------------
+
+SMALL_WORLD = {"n_train": 12, "n_test": 6, "image_size": 64}
+
+
+def _prepare(root, seed=0, log=None):
+    from openblip.demo.data import prepare_world
+
+    return prepare_world(root, SMALL_WORLD["n_train"], SMALL_WORLD["n_test"], SMALL_WORLD["image_size"], seed, log)
+
+
+def _world_bytes(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_interrupted_regeneration_is_not_reused(tmp_path, monkeypatch):
+    """Regenerating seed 1 into a seed-0 world, interrupted after 10 images, then asking for seed 0 again must
+    regenerate (the images are seed 1's by then), and say why."""
+    from openblip.data import synthetic
+
+    root = tmp_path / "world"
+    _, reused = _prepare(root, seed=0)
+    assert not reused
+    seed0 = _world_bytes(root)
+    assert _prepare(root, seed=0)[1]  # a complete world with the same settings is reused
+
+    real, rendered = synthetic.render_scene, []
+
+    def render(*args, **kwargs):
+        if len(rendered) == 10:
+            raise KeyboardInterrupt
+        rendered.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "render_scene", render)
+    with pytest.raises(KeyboardInterrupt):
+        _prepare(root, seed=1)
+    monkeypatch.undo()
+    assert _world_bytes(root)["images/train/scene_000001.png"] != seed0["images/train/scene_000001.png"]
+
+    lines = []
+    info, reused = _prepare(root, seed=0, log=lines.append)
+    assert not reused and info.seed == 0
+    assert _world_bytes(root) == seed0  # every file is seed 0's again
+    assert len(lines) == 1 and "regenerating" in lines[0] and "world.json" in lines[0], lines
+
+
+def test_prepare_world_says_why_it_does_not_reuse(tmp_path):
+    root = tmp_path / "world"
+    _prepare(root, seed=0)
+    lines = []
+    info, reused = _prepare(root, seed=2, log=lines.append)
+    assert not reused and info.seed == 2
+    assert len(lines) == 1 and "seed 0" in lines[0] and "seed 2" in lines[0], lines
+    (root / "world.json").write_text("{")
+    lines.clear()
+    assert not _prepare(root, seed=2, log=lines.append)[1]
+    assert len(lines) == 1 and "world.json is unreadable" in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["missing image", "truncated image", "corrupt annotation", "missing annotation", "wrong keys"],
+)
+def test_damaged_reused_world_is_regenerated(tmp_path, damage):
+    from openblip.demo.data import prepare_data
+
+    root = tmp_path / "world"
+    args = (root, SMALL_WORLD["n_train"], SMALL_WORLD["n_test"], SMALL_WORLD["image_size"], 0, 5)
+    _, reused, train, test = prepare_data(*args)
+    assert not reused
+    good = _world_bytes(root)
+    image = root / test.paths[3]
+    if damage == "missing image":
+        image.unlink()
+        name = image.name
+    elif damage == "truncated image":
+        image.write_bytes(image.read_bytes()[:60])
+        name = image.name
+    elif damage == "corrupt annotation":
+        (root / "annotations" / "vqa_train.json").write_text('[{"question_id": 1,')
+        name = "vqa_train.json"
+    elif damage == "missing annotation":
+        (root / "annotations" / "scenes_test.json").unlink()
+        name = "scenes_test.json"
+    else:
+        (root / "annotations" / "caption_test.json").write_text('[{"img": "x.png"}]')
+        name = "caption_test.json"
+
+    lines = []
+    info, reused, train2, test2 = prepare_data(*args, log=lines.append)
+    assert not reused and info.seed == 0
+    assert len(lines) == 1 and "regenerating the world" in lines[0] and name in lines[0], lines
+    assert "\n" not in lines[0]
+    assert _world_bytes(root) == good
+    assert torch.equal(train2.pixels, train.pixels) and torch.equal(test2.pixels, test.pixels)
+    assert test2.vqa_question == test.vqa_question and train2.captions == train.captions
+
+
+def test_world_that_cannot_be_loaded_after_generation_is_an_error(tmp_path, monkeypatch):
+    """A freshly generated world that does not load is not regenerated in a loop: WorldDataError names the file."""
+    from openblip.data.synthetic import generate_world
+    from openblip.demo import data
+
+    def broken(root, *args, **kwargs):
+        info = generate_world(root, *args, **kwargs)
+        (root / "images" / "train" / "scene_000002.png").unlink()
+        return info
+
+    monkeypatch.setattr(data, "generate_world", broken)
+    with pytest.raises(data.WorldDataError, match=r"scene_000002\.png"):
+        data.prepare_data(tmp_path / "world", 12, 6, 64, 0, 5)
+
+
+def test_demo_run_regenerates_a_damaged_world(tmp_path):
+    """run_demo (what `openblip demo` calls) on an out folder whose world lost an image and has a corrupt
+    annotation file: it logs why and regenerates instead of failing with a traceback."""
+    cfg = preset_config("quick", out=tmp_path, steps=1, vqa_steps=0, coco_metrics=False, gallery=False).replace(**TINY)
+    _, reused = _prepare_for(cfg)
+    assert not reused
+    (tmp_path / "world" / "images" / "test" / "scene_000050.png").unlink()
+    (tmp_path / "world" / "annotations" / "caption_train.json").write_text("not json")
+    lines = []
+    m = openblip.demo.run_demo(cfg, log=lines.append)
+    assert m["pretrain_steps"] == 1 and m["n_test_scenes"] == TINY["n_test"]
+    regen = [line for line in lines if "regenerating the world" in line]
+    assert len(regen) == 1 and "caption_train.json" in regen[0], lines
+    assert any(line.startswith("world generated") for line in lines), lines
+    assert (tmp_path / "world" / "images" / "test" / "scene_000050.png").is_file()
+
+
+def _prepare_for(cfg):
+    from openblip.demo.data import prepare_world
+
+    return prepare_world(cfg.out / "world", cfg.n_train, cfg.n_test, cfg.image_size, cfg.seed)
+
+
+# --- command-line validation --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stub_run(monkeypatch):
+    """`openblip demo` with run_demo replaced by a recorder (no training): the CLI's own checks only."""
+    calls = []
+
+    def fake_run_demo(cfg, **kwargs):
+        calls.append(cfg)
+        return {k: 0.0 for k in METRIC_KEYS}
+
+    monkeypatch.setattr(openblip.demo, "run_demo", fake_run_demo)
+    return calls
+
+
+def _demo(*args):
+    return CliRunner().invoke(main, ["demo", "--json", *args])
+
+
+def _one_error_line(res, *words):
+    assert res.exit_code == 2, (res.exit_code, res.output)
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    assert "Traceback" not in res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def test_demo_cli_presets(tmp_path, stub_run):
+    for flags, preset in (([], "default"), (["--quick"], "quick"), (["--long"], "long")):
+        res = _demo("--out", str(tmp_path / "o"), *flags)
+        assert res.exit_code == 0, res.output
+        assert stub_run[-1].preset == preset
+
+
+def test_demo_cli_quick_and_long_conflict(tmp_path, stub_run):
+    for flags in (["--quick", "--long"], ["--long", "--quick"]):
+        res = _demo("--out", str(tmp_path / "o"), *flags)
+        _one_error_line(res, "--quick", "--long")
+    assert stub_run == []
+
+
+def test_demo_cli_negative_seed_is_a_usage_error(tmp_path, stub_run):
+    res = _demo("--out", str(tmp_path / "o"), "--seed", "-1")
+    assert res.exit_code == 2 and "--seed" in res.output and "Traceback" not in res.output, res.output
+    assert isinstance(res.exception, SystemExit)
+    assert stub_run == []
+    assert _demo("--out", str(tmp_path / "o"), "--seed", "0").exit_code == 0 and stub_run[-1].seed == 0
+
+
+def test_demo_cli_unusable_out_is_a_usage_error(tmp_path, stub_run):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    _one_error_line(_demo("--out", str(afile)), "--out", str(afile), "not a directory")
+    _one_error_line(_demo("--out", str(afile / "sub")), "--out", str(afile / "sub"))
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "world").write_text("x")
+    _one_error_line(_demo("--out", str(tmp_path / "o")), "--out", "world")
+    assert stub_run == []
+    assert afile.read_text() == "x"
+
+
+def test_demo_cli_world_error_is_one_line(tmp_path, monkeypatch):
+    from openblip.demo.data import WorldDataError
+
+    def fail_run(cfg, **kwargs):
+        raise WorldDataError("cannot read /x/annotations/vqa_train.json: missing key 'image'")
+
+    monkeypatch.setattr(openblip.demo, "run_demo", fail_run)
+    res = _demo("--out", str(tmp_path / "o"))
+    assert res.exit_code == 1, res.output
+    assert res.output.strip() == "error: cannot read /x/annotations/vqa_train.json: missing key 'image'"

@@ -155,6 +155,57 @@ def test_retrieval_validates_inputs():
         recall_at_k(I2T, IMG2TXT, ks=(0,))
 
 
+def test_retrieval_mappings_must_cover_exactly_the_rows():
+    # an extra key (a query the score matrix does not have) is an error, even when its value is out of range
+    with pytest.raises(ValueError, match=r"txt2img has 1 key\(s\) outside .* 6 rows.*: 6"):
+        retrieval_metrics(I2T, T2I, {**dict(enumerate(TXT2IMG)), 6: 9}, IMG2TXT)
+    with pytest.raises(ValueError, match=r"img2txt has 1 key\(s\) outside .* 3 rows.*: 7"):
+        retrieval_metrics(I2T, T2I, TXT2IMG, {**dict(enumerate(IMG2TXT)), 7: [3]})
+    with pytest.raises(ValueError, match="img2txt has 1 key"):  # string keys are not query indices
+        retrieval_metrics(I2T, T2I, TXT2IMG, {**dict(enumerate(IMG2TXT)), "0": [0]})
+    with pytest.raises(ValueError, match="txt2img has no entry for query 5"):
+        retrieval_metrics(I2T, T2I, dict(enumerate(TXT2IMG[:-1])), IMG2TXT)
+    # values in a mapping are range-checked like those of a list
+    with pytest.raises(ValueError, match=r"txt2img\[5\] = 3 is out of range for 3"):
+        retrieval_metrics(I2T, T2I, {**dict(enumerate(TXT2IMG)), 5: 3}, IMG2TXT)
+    with pytest.raises(ValueError, match=r"img2txt\[2\] = 6 is out of range for 6"):
+        retrieval_metrics(I2T, T2I, TXT2IMG, {0: [0, 1], 1: [2, 3, 4], 2: [5, 6]})
+    with pytest.raises(ValueError, match=r"gt has 1 key"):
+        ground_truth_ranks(T2I, {**dict(enumerate(TXT2IMG)), -1: 0})
+
+
+def test_retrieval_ground_truth_as_tensors_and_arrays():
+    m = retrieval_metrics(I2T, T2I, TXT2IMG, IMG2TXT)
+    same = [
+        (torch.tensor(TXT2IMG), [torch.tensor(t) for t in IMG2TXT]),
+        (np.array(TXT2IMG), dict(enumerate(np.array(t) for t in IMG2TXT))),
+        ({i: torch.tensor(v) for i, v in enumerate(TXT2IMG)}, IMG2TXT),
+        (torch.tensor(TXT2IMG, dtype=torch.float32), IMG2TXT),  # integral floats are indices
+    ]
+    for txt2img, img2txt in same:
+        assert retrieval_metrics(I2T, T2I, txt2img, img2txt) == pytest.approx(m)
+    # equal-length caption lists as one 2-D tensor
+    img2txt = [[0, 1], [2, 3], [4, 5]]
+    txt2img = [0, 0, 1, 1, 2, 2]
+    expected = retrieval_metrics(I2T, T2I, txt2img, img2txt)
+    assert retrieval_metrics(I2T, T2I, torch.tensor(txt2img), torch.tensor(img2txt)) == pytest.approx(expected)
+    assert recall_at_k(T2I, torch.tensor(TXT2IMG), ks=(1,)) == {1: 50.0}
+    # tensor ground truth is range-checked too, and a wrong length names the argument
+    with pytest.raises(ValueError, match=r"txt2img\[5\] = 3 is out of range"):
+        retrieval_metrics(I2T, T2I, torch.tensor([0, 0, 1, 1, 1, 3]), IMG2TXT)
+    with pytest.raises(ValueError, match="img2txt has 2 entries"):
+        retrieval_metrics(I2T, T2I, TXT2IMG, torch.tensor([[0, 1], [2, 3]]))
+
+
+def test_retrieval_rejects_non_integer_indices():
+    with pytest.raises(ValueError, match=r"txt2img\[1\] = 0.5 is not an integer index"):
+        retrieval_metrics(I2T, T2I, [0, 0.5, 1, 1, 1, 2], IMG2TXT)
+    with pytest.raises(TypeError, match=r"txt2img\[0\] must be an integer index, got bool"):
+        retrieval_metrics(I2T, T2I, [False, False, True, True, True, 2], IMG2TXT)
+    with pytest.raises(TypeError, match="txt2img must be a sequence, a mapping or a tensor"):
+        retrieval_metrics(I2T, T2I, torch.tensor(0), IMG2TXT)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # VQA
 # ---------------------------------------------------------------------------------------------------------------

@@ -475,3 +475,45 @@ def test_world_without_questions_has_no_vqa_baselines(tmp_path):
 
     info = generate_world(tmp_path, n_train=12, n_val=4, n_test=4, vqa_per_scene=0)
     assert info.baselines["test"]["vqa"]["chance_accuracy"] is None
+
+
+# --- world.json is the completion marker ------------------------------------------------------------------------
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _interrupt_after(monkeypatch, n_images: int) -> list[int]:
+    """Make generate_world's n_images+1-th render raise, as a Ctrl-C half-way through would."""
+    real, rendered = syn.render_scene, []
+
+    def render(*args, **kwargs):
+        if len(rendered) >= n_images:
+            raise _Interrupt
+        rendered.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(syn, "render_scene", render)
+    return rendered
+
+
+def test_interrupted_generation_leaves_no_world_json(tmp_path, monkeypatch):
+    root = tmp_path / "w"
+    syn.generate_world(root, n_train=12, n_val=0, n_test=6, seed=0)
+    old_json = (root / "world.json").read_bytes()
+    old_image = (root / "images/train/scene_000001.png").read_bytes()
+    rendered = _interrupt_after(monkeypatch, 10)
+    with pytest.raises(_Interrupt):
+        syn.generate_world(root, n_train=12, n_val=0, n_test=6, seed=1)
+    assert len(rendered) == 10
+    # images were overwritten with seed 1's, so the seed-0 world.json must not survive to claim otherwise
+    assert (root / "images/train/scene_000001.png").read_bytes() != old_image
+    assert not (root / "world.json").exists()
+    assert not list(root.glob("world.json*"))  # nor a half-written one
+
+    monkeypatch.undo()
+    info = syn.generate_world(root, n_train=12, n_val=0, n_test=6, seed=0)
+    assert (root / "world.json").read_bytes() == old_json and info.seed == 0
+    assert (root / "images/train/scene_000001.png").read_bytes() == old_image
+    assert not (root / "world.json.partial").exists()

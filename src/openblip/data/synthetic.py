@@ -1035,6 +1035,8 @@ def generate_world(
 
     Args:
         out_dir: Output folder (created; existing files of the same names are overwritten, others are kept).
+            ``world.json`` is the completion marker: an existing one is deleted before anything is written and the
+            new one is written last, so a folder with a ``world.json`` holds a completely generated world.
         n_train, n_val, n_test: Number of scenes per split (train >= 2; val/test may be 0).
         image_size: Side of the square images in pixels (48-512; 64-96 is the intended range).
         seed: The only source of randomness.
@@ -1058,9 +1060,14 @@ def generate_world(
         raise ValueError(f"vqa_per_scene must be >= 0, got {vqa_per_scene}")
     image_size = int(image_size)
     root = Path(out_dir)
+    nlvr_counts = _resolve_nlvr_counts(n_nlvr, sizes)  # validated before anything in out_dir is touched
+    # world.json marks a complete world: remove it before any other file is written and write it last (atomically,
+    # below), so a generation that is interrupted or fails half-way never leaves a world that looks complete.
+    marker = root / "world.json"
+    if marker.is_file() or marker.is_symlink():
+        marker.unlink()
     ann = root / "annotations"
     ann.mkdir(parents=True, exist_ok=True)
-    nlvr_counts = _resolve_nlvr_counts(n_nlvr, sizes)
 
     files: dict[str, str] = {}
     data: dict[str, dict[str, Any]] = {}
@@ -1211,7 +1218,9 @@ def generate_world(
             "image_ids": "global over the world, from 1: train, then val, then test",
         },
     )
-    _write_json(root / "world.json", info.to_dict())
+    partial = root / "world.json.partial"
+    _write_json(partial, info.to_dict())
+    os.replace(partial, marker)  # last: the world is complete
     return info
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,36 +14,114 @@ import torch
 from openblip.data.augment import swap_left_right
 from openblip.data.datasets import VQADataset
 from openblip.data.synthetic import WorldInfo, generate_world, load_world
+from openblip.image import ImageLoadError
 from openblip.text import pre_caption, pre_question
 from openblip.transforms import preprocess
 
 
-def prepare_world(root: Path, n_train: int, n_test: int, image_size: int, seed: int) -> tuple[WorldInfo, bool]:
+class WorldDataError(RuntimeError):
+    """A file of the world (an annotation file or an image) is missing or cannot be read; the message names it."""
+
+
+def prepare_world(
+    root: Path, n_train: int, n_test: int, image_size: int, seed: int, log: Callable[[str], None] | None = None
+) -> tuple[WorldInfo, bool]:
     """Generate the world into ``root``, or reuse the one already there if it has the same seed and sizes.
 
+    A world is reused only if its ``world.json`` (which :func:`~openblip.data.synthetic.generate_world` removes
+    first and writes last) is readable and matches; otherwise it is regenerated and ``log`` says why.
     Returns ``(info, reused)``.
     """
+    root = Path(root)
     splits = {"train": int(n_train), "val": 0, "test": int(n_test)}
-    if (root / "world.json").is_file():
+    marker = root / "world.json"
+    if marker.is_file():
         try:
             info = load_world(root)
             if info.seed == seed and info.splits == splits and info.image_size == image_size:
                 return info, True
-        except (OSError, KeyError, ValueError, json.JSONDecodeError):
-            pass
+            why = (
+                f"it has seed {info.seed}, image size {info.image_size} and {info.splits['train']} train / "
+                f"{info.splits['test']} test scenes; asked for seed {seed}, image size {image_size} and "
+                f"{splits['train']} / {splits['test']}"
+            )
+        except (OSError, KeyError, TypeError, ValueError) as e:  # JSONDecodeError is a ValueError
+            why = f"{marker} is unreadable ({_describe(e)})"
+        if log is not None:
+            log(f"regenerating the world in {root}: {why}")
+    elif root.exists() and log is not None and any(root.iterdir()):
+        log(f"regenerating the world in {root}: it has no world.json (an earlier generation did not finish)")
     return generate_world(root, n_train, 0, n_test, image_size=image_size, seed=seed), False
 
 
+def prepare_data(
+    root: Path,
+    n_train: int,
+    n_test: int,
+    image_size: int,
+    seed: int,
+    n_retrieval: int,
+    log: Callable[[str], None] | None = None,
+) -> tuple[WorldInfo, bool, TrainData, TestData]:
+    """:func:`prepare_world`, then :func:`load_train` and :func:`load_test`.
+
+    A reused world that cannot be loaded (an image or annotation file missing or damaged) is regenerated, with
+    one ``log`` line saying which file failed; a freshly generated one that cannot be loaded raises
+    :class:`WorldDataError`. Returns ``(info, reused, train, test)``.
+    """
+    info, reused = prepare_world(root, n_train, n_test, image_size, seed, log)
+    if reused:
+        try:
+            return info, True, load_train(info), load_test(info, n_retrieval)
+        except WorldDataError as e:
+            if log is not None:
+                log(f"regenerating the world in {root}: {e}")
+        info = generate_world(root, n_train, 0, n_test, image_size=image_size, seed=seed)
+    return info, False, load_train(info), load_test(info, n_retrieval)
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, KeyError):
+        return f"missing key {e.args[0]!r}" if e.args else "missing key"
+    if isinstance(e, FileNotFoundError):
+        return "file not found"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__
+
+
+@contextmanager
+def _reading(path: Path | str) -> Iterator[None]:
+    """Turn any failure to read or interpret ``path`` into a :class:`WorldDataError` naming it."""
+    try:
+        yield
+    except WorldDataError:
+        raise
+    except ImageLoadError as e:
+        raise WorldDataError(str(e)) from None
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        raise WorldDataError(f"cannot read {path}: {_describe(e)}") from None
+
+
+def _path(info: WorldInfo, name: str) -> Path:
+    try:
+        return info.path(name)
+    except (KeyError, TypeError):
+        raise WorldDataError(f"{Path(info.root) / 'world.json'} lists no file {name!r}") from None
+
+
 def _read(info: WorldInfo, name: str) -> Any:
-    with open(info.path(name), encoding="utf-8") as f:
+    path = _path(info, name)
+    with _reading(path), open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
 def _load_pixels(root: Path, paths: list[str], image_size: int, chunk: int = 512) -> torch.Tensor:
     """``[N, 3, S, S]`` float32, through :func:`openblip.transforms.preprocess` (BLIP's eval transform): exactly
     the tensors ``openblip caption`` would compute from the files."""
-    parts = [preprocess([root / p for p in paths[i : i + chunk]], image_size) for i in range(0, len(paths), chunk)]
-    return torch.cat(parts)
+    with _reading(root / "images"):  # an ImageLoadError names the image
+        parts = [preprocess([root / p for p in paths[i : i + chunk]], image_size) for i in range(0, len(paths), chunk)]
+        return torch.cat(parts)
 
 
 @dataclass
@@ -77,40 +156,56 @@ class TestData:
 
 
 def load_train(info: WorldInfo) -> TrainData:
+    """The train split in memory. Raises :class:`WorldDataError` (naming the file) if a file is missing or bad."""
     root = Path(info.root)
     entries = _read(info, "caption_train")
     index: dict[str, int] = {}
     paths: list[str] = []
     captions: list[list[str]] = []
-    for e in entries:
-        if e["image"] not in index:
-            index[e["image"]] = len(paths)
-            paths.append(e["image"])
-            captions.append([])
-        captions[index[e["image"]]].append(pre_caption(e["caption"], 30))
+    with _reading(_path(info, "caption_train")):
+        for e in entries:
+            if e["image"] not in index:
+                index[e["image"]] = len(paths)
+                paths.append(e["image"])
+                captions.append([])
+            captions[index[e["image"]]].append(pre_caption(e["caption"], 30))
+    if not paths:
+        raise WorldDataError(f"{_path(info, 'caption_train')} lists no images")
     pixels = _load_pixels(root, paths, info.image_size)
     vqa = _read(info, "vqa_train")
-    weights = [VQADataset.answers_and_weights(q) for q in vqa]
-    return TrainData(
-        pixels=pixels,
-        captions=captions,
-        vqa_image=[index[q["image"]] for q in vqa],
-        vqa_question=[pre_question(q["question"]) for q in vqa],
-        vqa_answers=[w[0] for w in weights],
-        vqa_weights=[w[1] for w in weights],
-    )
+    with _reading(_path(info, "vqa_train")):
+        weights = [VQADataset.answers_and_weights(q) for q in vqa]
+        return TrainData(
+            pixels=pixels,
+            captions=captions,
+            vqa_image=[index[q["image"]] for q in vqa],
+            vqa_question=[pre_question(q["question"]) for q in vqa],
+            vqa_answers=[w[0] for w in weights],
+            vqa_weights=[w[1] for w in weights],
+        )
 
 
 def load_test(info: WorldInfo, n_retrieval: int) -> TestData:
+    """The test split in memory. Raises :class:`WorldDataError` (naming the file) if a file is missing or bad."""
     root = Path(info.root)
     caps = _read(info, "caption_test")
     negs = _read(info, "hard_negatives_test")
     scenes = _read(info, "scenes_test")
-    paths = [e["image"] for e in caps]
-    if [n["image"] for n in negs] != paths or [s["image"] for s in scenes] != paths:
-        raise RuntimeError("the world's test annotation files list different images")
+    with _reading(_path(info, "caption_test")):
+        paths = [e["image"] for e in caps]
+        references = [[pre_caption(c, 30) for c in e["caption"]] for e in caps]
+    if not paths:
+        raise WorldDataError(f"{_path(info, 'caption_test')} lists no images")
+    with _reading(_path(info, "hard_negatives_test")):
+        if [n["image"] for n in negs] != paths:
+            raise WorldDataError(f"{_path(info, 'hard_negatives_test')} lists other images than caption_test")
+        canonical = [pre_caption(n["caption"], 30) for n in negs]
+        negatives = [pre_caption(n["negative"], 30) for n in negs]
+    with _reading(_path(info, "scenes_test")):
+        if [s["image"] for s in scenes] != paths:
+            raise WorldDataError(f"{_path(info, 'scenes_test')} lists other images than caption_test")
+        negative_kinds = [s.get("negative_kind", "") for s in scenes]
     index = {p: i for i, p in enumerate(paths)}
-    canonical = [pre_caption(n["caption"], 30) for n in negs]
     seen: set[str] = set()
     retrieval_index = []
     for i, c in enumerate(canonical):
@@ -118,20 +213,28 @@ def load_test(info: WorldInfo, n_retrieval: int) -> TestData:
             seen.add(c)
             retrieval_index.append(i)
     vqa = _read(info, "vqa_test")
+    with _reading(_path(info, "vqa_test")):
+        vqa_image = [index[q["image"]] for q in vqa]
+        vqa_question = [q["question"] for q in vqa]
+        vqa_answers = [list(q["answer"]) for q in vqa]
+        vqa_type = [q["question_type"] for q in vqa]
+    answer_list = _read(info, "answer_list")
+    if not (isinstance(answer_list, list) and answer_list and all(isinstance(a, str) for a in answer_list)):
+        raise WorldDataError(f"cannot read {_path(info, 'answer_list')}: expected a non-empty list of strings")
     return TestData(
         paths=paths,
         pixels=_load_pixels(root, paths, info.image_size),
-        references=[[pre_caption(c, 30) for c in e["caption"]] for e in caps],
+        references=references,
         canonical=canonical,
-        negatives=[pre_caption(n["negative"], 30) for n in negs],
-        negative_kinds=[s.get("negative_kind", "") for s in scenes],
+        negatives=negatives,
+        negative_kinds=negative_kinds,
         scenes=scenes,
         retrieval_index=retrieval_index,
-        vqa_image=[index[q["image"]] for q in vqa],
-        vqa_question=[q["question"] for q in vqa],
-        vqa_answers=[list(q["answer"]) for q in vqa],
-        vqa_type=[q["question_type"] for q in vqa],
-        answer_list=list(_read(info, "answer_list")),
+        vqa_image=vqa_image,
+        vqa_question=vqa_question,
+        vqa_answers=vqa_answers,
+        vqa_type=vqa_type,
+        answer_list=answer_list,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from openblip.demo import evaluate as ev
-from openblip.demo.data import load_test, load_train, prepare_world
+from openblip.demo.data import prepare_data
 from openblip.demo.settings import METRIC_KEYS, DemoConfig
 from openblip.demo.train import build_pretrain_model, finetune_vqa, pretrain, task_model
 
@@ -68,9 +68,10 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = ev.log_to_stderr) -> 
     torch.manual_seed(cfg.seed)
 
     t = time.perf_counter()
-    info, reused = prepare_world(out / "world", cfg.n_train, cfg.n_test, cfg.image_size, cfg.seed)
-    train_data = load_train(info)
-    test_data = load_test(info, cfg.n_retrieval)
+    # a reused world that cannot be loaded is regenerated (logged); see prepare_data
+    info, reused, train_data, test_data = prepare_data(
+        out / "world", cfg.n_train, cfg.n_test, cfg.image_size, cfg.seed, cfg.n_retrieval, log
+    )
     t_world = time.perf_counter() - t
     log(
         f"world {'reused' if reused else 'generated'} in {out / 'world'}: {cfg.n_train} train scenes "

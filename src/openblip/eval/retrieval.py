@@ -44,30 +44,66 @@ def _to_numpy(scores: Any, name: str) -> np.ndarray:
     return arr
 
 
+def _plain(value: Any) -> Any:
+    """A torch tensor or numpy array/scalar as plain Python (``.tolist()``); anything else unchanged."""
+    if isinstance(value, (np.ndarray, np.generic)) or type(value).__module__.startswith("torch"):
+        tolist = getattr(value, "tolist", None)
+        if callable(tolist):
+            return tolist()
+    return value
+
+
+def _as_index(value: Any, n_items: int, where: str) -> int:
+    """One ground-truth index: an integer (or an integral float, e.g. from a float tensor) in ``[0, n_items)``."""
+    value = _plain(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{where} must be an integer index, got {type(value).__name__} {value!r}")
+    if isinstance(value, (float, np.floating)):
+        if not float(value).is_integer():
+            raise ValueError(f"{where} = {value!r} is not an integer index")
+    i = int(value)
+    if not 0 <= i < n_items:
+        raise ValueError(f"{where} = {i} is out of range for {n_items} candidates")
+    return i
+
+
 def _as_index_list(gt: Any, n: int, n_items: int, name: str, multi: bool) -> list[list[int]]:
-    """Ground truth per query as a list of index lists (``multi=False``: exactly one index per query)."""
+    """Ground truth per query as a list of index lists (``multi=False``: exactly one index per query).
+
+    ``gt`` is a sequence with one entry per query, a mapping whose keys are exactly the query indices
+    ``0..n-1``, or a tensor/array (converted with ``.tolist()``). Every index must lie in ``[0, n_items)``.
+    """
+    gt = _plain(gt)
     if isinstance(gt, Mapping):
-        try:
-            entries = [gt[i] for i in range(n)]
-        except KeyError as e:
-            raise ValueError(f"{name} has no entry for query {e.args[0]}") from None
-    else:
+        keys = set(gt)
+        missing = sorted(set(range(n)) - keys)
+        extra = keys - set(range(n))
+        if missing:
+            raise ValueError(f"{name} has no entry for query {missing[0]} (the score matrix has {n} rows)")
+        if extra:
+            shown = ", ".join(repr(k) for k in sorted(extra, key=repr)[:5])
+            raise ValueError(
+                f"{name} has {len(extra)} key(s) outside the score matrix's {n} rows (0..{n - 1}): {shown}"
+            )
+        entries = [gt[i] for i in range(n)]
+    elif isinstance(gt, Iterable) and not isinstance(gt, (str, bytes)):
         entries = list(gt)
         if len(entries) != n:
             raise ValueError(f"{name} has {len(entries)} entries but the score matrix has {n} rows")
+    else:
+        raise TypeError(f"{name} must be a sequence, a mapping or a tensor/array, got {type(gt).__name__}")
     out: list[list[int]] = []
     for q, entry in enumerate(entries):
-        if multi and isinstance(entry, Iterable) and not isinstance(entry, (str, bytes)):
-            idx = [int(i) for i in entry]
-        elif isinstance(entry, Iterable) and not isinstance(entry, (str, bytes)):
+        entry = _plain(entry)
+        is_many = isinstance(entry, Iterable) and not isinstance(entry, (str, bytes))
+        if multi and is_many:
+            idx = [_as_index(i, n_items, f"{name}[{q}]") for i in entry]
+        elif is_many:
             raise TypeError(f"{name}[{q}] must be a single index, got {type(entry).__name__}")
         else:
-            idx = [int(entry)]
+            idx = [_as_index(entry, n_items, f"{name}[{q}]")]
         if not idx:
             raise ValueError(f"{name}[{q}] lists no ground-truth item")
-        for i in idx:
-            if not 0 <= i < n_items:
-                raise ValueError(f"{name}[{q}] = {i} is out of range for {n_items} candidates")
         out.append(idx)
     return out
 
@@ -88,7 +124,8 @@ def ground_truth_ranks(scores: Any, gt: Any) -> np.ndarray:
 
     Args:
         scores: ``[n_queries, n_items]`` array or tensor, higher is better.
-        gt: Per query, one item index or a list of indices (a sequence, or a mapping from query index).
+        gt: Per query, one item index or a list of indices: a sequence with one entry per row, a mapping whose keys
+            are exactly the row indices ``0..n-1``, or a tensor/array. Indices must be in ``[0, n_items)``.
 
     Returns:
         ``int64`` array of shape ``[n_queries]``.
@@ -102,7 +139,8 @@ def recall_at_k(scores: Any, gt: Any, ks: Sequence[int] = (1, 5, 10)) -> dict[in
 
     Args:
         scores: ``[n_queries, n_items]`` array or tensor, higher is better.
-        gt: Per query, one item index or a list of indices (a sequence, or a mapping from query index).
+        gt: Per query, one item index or a list of indices: a sequence with one entry per row, a mapping whose keys
+            are exactly the row indices ``0..n-1``, or a tensor/array. Indices must be in ``[0, n_items)``.
         ks: Cut-offs (positive ints).
 
     Returns:
@@ -130,6 +168,9 @@ def retrieval_metrics(
         score_t2i: ``[n_texts, n_images]`` scores.
         txt2img: The ground-truth image index of each text.
         img2txt: The ground-truth text indices of each image (a list or mapping, as BLIP's datasets store it).
+            Either may be a sequence with one entry per row of its score matrix, a mapping whose keys are exactly
+            ``0..n-1`` (no missing or extra keys), or a tensor/array (``.tolist()``); every index must be in range.
+            Anything else raises a ``ValueError`` (``TypeError`` for a non-integer type) naming the argument.
 
     Returns:
         ``txt_r1, txt_r5, txt_r10, txt_r_mean, img_r1, img_r5, img_r10, img_r_mean, r_mean``, in percent.
