@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from openblip.train.recipes import PATH_KEYS
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NONFINITE = 0, 1, 2, 3
 
 
@@ -247,21 +249,7 @@ _RULES: dict[str, _Rule] = {
     "best_metric": _Rule("str", none=True),
     **{
         k: _Rule("str", none=True)
-        for k in (
-            "init",
-            "init_text",
-            "init_vision",
-            "data_root",
-            "ann_root",
-            "image_root",
-            "val_file",
-            "test_file",
-            "answer_list",
-            "vqa_root",
-            "vg_root",
-            "laion_path",
-            "out",
-        )
+        for k in ("init", "init_text", "init_vision", "out", *(k for k in PATH_KEYS if k != "train_files"))
     },
     "train_files": _Rule("list"),
     "generation": _Rule("dict", none=True),
@@ -446,18 +434,7 @@ def prepare_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
     resolved = recipes.resolve_paths(config, data_root, args.ann_root)
     explicit = {k: resolved[k] for k in overrides if k in resolved}
     if args.data_root is not None or args.ann_root is not None:
-        for key in (
-            "data_root",
-            "ann_root",
-            "image_root",
-            "train_files",
-            "val_file",
-            "test_file",
-            "answer_list",
-            "vqa_root",
-            "vg_root",
-            "laion_path",
-        ):
+        for key in PATH_KEYS:
             if key in resolved:
                 explicit[key] = resolved[key]
     return resolved, explicit, out

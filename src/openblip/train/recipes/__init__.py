@@ -30,6 +30,9 @@ from typing import Any
 RECIPES = ("pretrain", "caption_coco", "retrieval_coco", "retrieval_flickr", "vqa", "nlvr")
 
 _PATH_KEYS_SINGLE = ("val_file", "test_file", "answer_list")
+_ROOT_KEYS = ("vqa_root", "vg_root", "laion_path")
+#: Every config key :func:`resolve_paths` rewrites (a data path or root).
+PATH_KEYS = ("data_root", "ann_root", "image_root", "train_files", *_PATH_KEYS_SINGLE, *_ROOT_KEYS)
 
 #: Keys the trainer reads (:mod:`openblip.train.loop`, ``steps``, ``optim``, ``main``) that a recipe need not set:
 #: they are valid for every recipe, besides :data:`~openblip.train.recipes._common.BASE` and the recipe's own.
@@ -92,7 +95,7 @@ def resolve_paths(
         if cfg.get(key):
             cfg[key] = _under(ann, cfg[key])
     cfg["image_root"] = _under(root, cfg["image_root"]) if cfg.get("image_root") else root
-    for key in ("vqa_root", "vg_root", "laion_path"):
+    for key in _ROOT_KEYS:
         if cfg.get(key):
             cfg[key] = _under(root, cfg[key])
     return cfg
