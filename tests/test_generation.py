@@ -834,3 +834,19 @@ def test_max_length_beyond_the_position_embeddings_is_refused_up_front():
     assert check_generation_args(2, max_new_tokens=5, max_positions=64) == 7
     with pytest.raises(ValueError, match="max_new_tokens"):
         check_generation_args(2, max_new_tokens=0)
+
+
+def test_generate_refreshes_the_float32_head_copy_even_after_data_edits():
+    # a bfloat16 model's LM head runs on a cached float32 copy; an edit through .data escapes its version check
+    from openblip.tasks.caption import Captioner
+    from tests.helpers import random_images, tiny_model
+
+    model = tiny_model("caption").to(torch.bfloat16)
+    cap = Captioner(model)
+    images = random_images(1)
+    cap.caption(images, num_beams=1, max_length=6)
+    head = model.text_decoder.cls.predictions
+    head.decoder.bias.data.add_(3.0)
+    cap.caption(images, num_beams=1, max_length=6)
+    (_, copies) = head.__dict__["_float32_cache"]
+    assert torch.equal(copies[4], head.decoder.weight.float()) and torch.equal(copies[5], head.bias.float())

@@ -427,6 +427,11 @@ def test_low_precision_head_float32_logits_match_an_upcast_head_and_follow_weigh
         low.transform.dense.bias.add_(1.0)
         ref_head.transform.dense.bias.copy_(low.transform.dense.bias.float())
     torch.testing.assert_close(low(xb, float32_logits=True), ref_head(xb.float()), rtol=0, atol=1e-5)
+    # an edit through .data does not bump the version the cache watches: reset_float32_cache (generate calls it)
+    low.transform.dense.bias.data.add_(1.0)
+    ref_head.transform.dense.bias.data.copy_(low.transform.dense.bias.float())
+    low.reset_float32_cache()
+    torch.testing.assert_close(low(xb, float32_logits=True), ref_head(xb.float()), rtol=0, atol=1e-5)
     # float32 models are untouched by the flag
     torch.testing.assert_close(ref_head(x, float32_logits=True), ref_head(x), rtol=0, atol=0)
     assert "_float32_cache" not in dict(low.named_buffers()) and all("cache" not in k for k in low.state_dict())

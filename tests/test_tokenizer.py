@@ -438,6 +438,18 @@ def test_round_trip_captions(tok, caption):
     assert tok.batch_decode(tok([text, "a"])["input_ids"]) == [text, "a"]
 
 
+def test_unassigned_code_points_are_dropped_as_the_slow_bert_tokenizer_does(tok):
+    # BertTokenizer's _clean_text (what the original ran) drops every "C*" character; the Rust normalizer kept
+    # unassigned ones (Cn) and made the whole word [UNK]
+    transformers = pytest.importorskip("transformers")
+    path = resources.files("openblip").joinpath("resources", "bert-base-uncased-vocab.txt")
+    with resources.as_file(path) as p:
+        slow = transformers.BertTokenizerLegacy(vocab_file=str(p))
+    for text in ["a\u2065b dog", "x\u0378y on a mat", "a cat\U0002fffe sits"]:
+        ours = tok.convert_ids_to_tokens(tok(text)["input_ids"][0].tolist())[1:-1]
+        assert ours == slow.tokenize(text) and "[UNK]" not in ours
+
+
 # ---------------------------------------------------------------------------------------------------- text
 
 

@@ -328,6 +328,9 @@ def generate(
         max_positions=_max_positions(decoder),
     )
 
+    head = getattr(getattr(decoder, "cls", None), "predictions", None)
+    if hasattr(head, "reset_float32_cache"):  # weights may have changed since the last call, even through .data
+        head.reset_float32_cache()
     with torch.inference_mode():
         if cross_kv is None:
             if encoder_states is None:

@@ -55,10 +55,11 @@ from importlib import resources
 from typing import Any, Literal
 
 import torch
-from tokenizers import AddedToken, Tokenizer
+from tokenizers import AddedToken, Regex, Tokenizer
 from tokenizers.decoders import WordPiece as WordPieceDecoder
 from tokenizers.models import WordPiece
-from tokenizers.normalizers import BertNormalizer
+from tokenizers.normalizers import BertNormalizer, Replace
+from tokenizers.normalizers import Sequence as NormalizerSequence
 from tokenizers.pre_tokenizers import BertPreTokenizer
 from tokenizers.processors import TemplateProcessing
 
@@ -203,7 +204,14 @@ class BlipTokenizer:
                 raise ValueError(f"vocabulary already contains {tok}; BLIP adds it after the vocabulary")
 
         tk = Tokenizer(WordPiece(vocab, unk_token=UNK_TOKEN, max_input_chars_per_word=100))
-        tk.normalizer = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
+        # The original (BertTokenizer's _clean_text) drops every character of a "C*" category; the Rust
+        # BertNormalizer keeps unassigned code points (Cn), which then turn the whole word into [UNK].
+        tk.normalizer = NormalizerSequence(
+            [
+                Replace(Regex(r"\p{Cn}"), ""),
+                BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True),
+            ]
+        )
         tk.pre_tokenizer = BertPreTokenizer()
         cls_id, sep_id = vocab[CLS_TOKEN], vocab[SEP_TOKEN]
         tk.post_processor = TemplateProcessing(

@@ -373,6 +373,10 @@ class BertLMPredictionHead(nn.Module):
             return self.float32_logits(x)
         return self.decoder(self.transform(x))
 
+    def reset_float32_cache(self) -> None:
+        """Drop the cached float32 copy of the head (see :meth:`float32_logits`)."""
+        self.__dict__.pop("_float32_cache", None)
+
     @torch.no_grad()
     def float32_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The head in float32 for a low-precision model, used by generation.
@@ -381,7 +385,9 @@ class BertLMPredictionHead(nn.Module):
         scores differ by less than that swap places, and a trained model's captions change: on the demo model, 62%
         of bfloat16 captions were identical to float32 ones with a bfloat16 head and 95% with a float32 head. The
         head is ~15% of a base decoder step's FLOPs (768 x 30,522), about 2% of a whole caption with its ViT.
-        A float32 copy of the head's parameters is cached and refreshed when they change (inference only).
+        A float32 copy of the head's parameters is cached and refreshed when they change in place; changes made
+        through ``.data`` bypass the version counter the cache watches, so :func:`openblip.generation.generate`
+        calls :meth:`reset_float32_cache` once per call (one copy per call, not per decoding step).
         """
         t = self.transform
         params = (t.dense.weight, t.dense.bias, t.LayerNorm.weight, t.LayerNorm.bias, self.decoder.weight, self.bias)
