@@ -41,8 +41,11 @@ def jsonl(text):
 
 
 def test_help_for_every_command():
-    for cmd in ["caption", "vqa", "match", "tag", "rank", "models", "download", "convert", "smoke"]:
-        res = run(cmd, "--help")
+    commands = ["caption", "vqa", "match", "tag", "rank", "models", "download", "convert", "smoke", "eval", "world"]
+    commands += [f"eval {sub}" for sub in ("caption", "retrieval", "vqa", "nlvr")]
+    commands += ["world generate", "world info"]
+    for cmd in commands:
+        res = run(*cmd.split(), "--help")
         assert res.exit_code == 0, cmd
         assert "Usage" in res.output
 

@@ -56,4 +56,4 @@ def main() -> None:
     """openblip: BLIP captioning, retrieval, VQA and image-text matching."""
 
 
-from openblip.cli import capfilt_cmd, commands, demo_cmd, train_cmd  # noqa: E402,F401  (registers the commands)
+from openblip.cli import capfilt_cmd, commands, demo_cmd, eval_cmd, train_cmd, world_cmd  # noqa: E402,F401  (registers the commands)
