@@ -270,6 +270,26 @@ def test_jsonl_caption_dataset(root):
         D.JsonlCaptionDataset(bad, root / "img", None)
 
 
+def test_mirrored_items_with_a_rewritten_caption_get_their_own_retrieval_idx(root):
+    # the idx-aware ITC treats equal idx as positives: "a red square left of a blue circle" mirrored becomes
+    # "... right of ...", false for the unmirrored image, so it must not share the image's idx
+    from openblip.data.augment import TrainTransform
+
+    records = [
+        {"image": "red.png", "caption": "a red square left of a blue circle", "image_id": 5},
+        {"image": "red.png", "caption": "a red square", "image_id": 5},
+        {"image": "green.png", "caption": "a green square", "image_id": 6},
+    ]
+    always = TrainTransform(8, 1.0, randaug=False, flip_p=1.0)
+    never = TrainTransform(8, 1.0, randaug=False, flip_p=0.0)
+    flipped = D.CaptionTrainDataset(records, root / "img", always, prompt="")
+    assert flipped[0][1] == "a red square right of a blue circle" and flipped[0][2] == 0 + 2  # idx + n_images
+    assert flipped[1][2] == 0 and flipped[2][2] == 1  # captions the mirror does not change keep the image's idx
+    assert [D.CaptionTrainDataset(records, root / "img", never, prompt="")[i][2] for i in range(3)] == [0, 0, 1]
+    listed = D.JsonlCaptionDataset(records, root / "img", always, return_img_idx=True)
+    assert [listed[i][2] for i in range(3)] == [0 + 2, 0, 1]
+
+
 def test_csv_caption_dataset(root):
     path = root / "caps.csv"
     path.write_text('image,caption,extra\nred.png,"A red, square.",1\nblue.png,Blue!,2\nred.png,red two,3\n')

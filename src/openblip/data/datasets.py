@@ -311,6 +311,15 @@ def _apply(transform: Callable[..., Any] | None, image: Any, text: Any = None) -
     return transform(image), text
 
 
+def _view_idx(idx: int, n_images: int, before: str, after: str) -> int:
+    """Retrieval's ``idx`` of an item: the image's index, or ``idx + n_images`` when the pair transform mirrored
+    the image and rewrote its caption (left/right swapped). Such a caption is false for the unmirrored image, and
+    the idx-aware ITC counts every item with the same ``idx`` as a positive (in the batch and in the idx queue),
+    so a mirrored view with a rewritten caption gets an id of its own. (The original flips blindly and keeps one
+    id per image; its flipped items then pair an image with a caption false for it.)"""
+    return idx + n_images if after != before else idx
+
+
 _TRAILING_DIGITS = re.compile(r"(\d+)$")
 
 
@@ -370,7 +379,8 @@ class CaptionTrainDataset(_ImageDataset):
     Records ``{"image": path under image_root, "caption": str, "image_id": any}``. Item ``i`` is
     ``(image, prompt + pre_caption(caption, max_words), img_idx)``, where ``img_idx`` numbers the distinct
     ``image_id`` values 0, 1, 2, ... in order of first appearance (retrieval's ``idx``: captions of the same image
-    share it). Mapping: :attr:`img_ids`.
+    share it; a mirrored view whose caption the transform rewrote gets ``img_idx + len(img_ids)``, see
+    :func:`_view_idx`). Mapping: :attr:`img_ids`.
 
     The default ``prompt`` is captioning's ``'a picture of '`` (``caption_coco.yaml``); **retrieval trains with
     ``prompt=''``** (the original class's default).
@@ -403,8 +413,8 @@ class CaptionTrainDataset(_ImageDataset):
         ann = self.annotation[index]
         image = load_image(_join(self.image_root, ann["image"]))
         caption = pre_caption(ann["caption"], self.max_words)
-        image, caption = _apply(self.transform, image, caption)
-        return image, self.prompt + caption, self._img_idx[index]
+        image, text = _apply(self.transform, image, caption)
+        return image, self.prompt + text, _view_idx(self._img_idx[index], len(self.img_ids), caption, text)
 
 
 class CaptionEvalDataset(_ImageDataset):
@@ -714,9 +724,10 @@ class _CaptionListDataset(_ImageDataset):
     def _get(self, index: int) -> tuple[Any, ...]:
         path, caption = self.samples[index]
         image = load_image(path)
-        image, text = _apply(self.transform, image, pre_caption(caption, self.max_words))
+        caption = pre_caption(caption, self.max_words)
+        image, text = _apply(self.transform, image, caption)
         if self.return_img_idx:
-            return image, self.prompt + text, self.img_idx[index]
+            return image, self.prompt + text, _view_idx(self.img_idx[index], len(self.img_ids), caption, text)
         return image, self.prompt + text
 
 
