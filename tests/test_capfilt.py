@@ -501,8 +501,15 @@ def test_demo_tiny_end_to_end(tmp_path):
     for r in truth["web"]:
         if r["scene"] is not None:
             assert caption_is_true(Scene.from_dict(r["scene"]), r["caption"]) == r["correct"]
-    for key in ("filter_wrong_removed", "filter_correct_kept", "synthetic_correct"):
+    for key in ("filter_wrong_removed", "filter_correct_kept"):
         assert 0.0 <= m[key] <= 1.0
+    if m["filter"]["synthetic_kept"]:
+        assert 0.0 <= m["synthetic_correct"] <= 1.0
+    else:  # no synthetic caption kept: no fraction, and the bar on it does not hold
+        assert m["synthetic_correct"] is None and not m["bars"]["synthetic_correct"]["holds"]
+        assert "no synthetic caption kept" in metrics_table(m)
+    saved = json.loads((cfg.out / "capfilt_metrics.json").read_text())
+    assert saved["synthetic_correct"] == m["synthetic_correct"]
     for model in ("noisy_model", "bootstrapped_model"):
         assert {"itc_i2t_r1", "itc_t2i_r1", "caption_exact", "caption_token_acc"} <= set(m[model])
     assert json.loads((cfg.out / "capfilt_metrics.json").read_text())["bars"].keys() == m["bars"].keys()
@@ -524,7 +531,8 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     NOT the issue's bars: none of them holds for `--quick`; for the default `--demo` only "filter keeps >= 90% of the
     correct captions" holds, and the model comparison flips with the seed (measured values in the README section
     "CapFilt: bootstrapping your own data"). `--quick` measured at
-    seed 0: filter_wrong_removed 0.880, filter_correct_kept 0.193, synthetic_correct 0.0, and the bootstrapped
+    seed 0: filter_wrong_removed 0.880, filter_correct_kept 0.193, synthetic_correct 0.0 (measured when "no synthetic
+    caption kept" was also written 0.0; it is null now in that case, not re-measured), and the bootstrapped
     model does not beat the noisy one (ITC R@1 i2t/t2i 0.025/0.015 vs 0.030/0.015). Asserted here, as measured:
     the pipeline runs, the accounting adds up, the filter removes a larger share of the wrong web captions than of
     the correct ones, and the bootstrapped corpus holds a larger share of true captions than the noisy one (88% vs
@@ -549,6 +557,95 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     assert summary["counts_add_up"] and summary["images"]["web_unreadable"] == 2 and len(summary["failures"]) == 2
     assert m["filter_wrong_removed"] > 1.0 - m["filter_correct_kept"]
     assert m["corpora"]["bootstrapped"]["true_fraction"] > m["corpora"]["noisy"]["true_fraction"]
+
+
+def _fake_filter_scores(tmp_path, synthetic_probs):
+    """Two web images with stored filter scores: per image one correct/wrong web caption and two synthetic captions
+    (one true of its scene, one not), scored ``synthetic_probs[image]``; returns the config and the truth."""
+    from openblip.data.synthetic import sample_scene
+
+    scenes = [sample_scene(0), sample_scene(1)]
+    (tmp_path / "web.json").write_text(
+        json.dumps([{"image": f"w{i}.png", "caption": s.caption()} for i, s in enumerate(scenes)])
+    )
+    truth = {
+        "web": [
+            {"image": f"w{i}.png", "scene": s.to_dict(), "correct": i == 0, "kind": None if i == 0 else "attribute"}
+            for i, s in enumerate(scenes)
+        ]
+    }
+    folder = tmp_path / "cf" / "filter_scores"
+    folder.mkdir(parents=True)
+    rows = []
+    for i, s in enumerate(scenes):
+        true_cap, false_cap = s.caption(True), scenes[1 - i].caption()
+        rows.append(
+            {
+                "web_id": i,
+                "scores": [
+                    {"source": "web", "caption": s.caption(), "itm_prob": 0.9},
+                    {"source": "synthetic", "caption": true_cap, "itm_prob": synthetic_probs[i][0]},
+                    {"source": "synthetic", "caption": false_cap, "itm_prob": synthetic_probs[i][1]},
+                ],
+            }
+        )
+    (folder / "shard_00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return CapFiltConfig(web=str(tmp_path / "web.json"), out=tmp_path / "cf", shard_size=8, threshold=0.5), truth
+
+
+def test_demo_synthetic_correct_is_null_when_no_synthetic_caption_is_kept(tmp_path):
+    """With every synthetic caption removed there is no fraction of correct survivors: `synthetic_correct` is None
+    (JSON null), not 0.0 (which would read as "every kept caption was wrong"), its bar does not hold, and the
+    printed summary says that none was kept."""
+    from openblip.capfilt.demo import filter_metrics, metrics_table
+
+    cfg, truth = _fake_filter_scores(tmp_path, [(0.1, 0.2), (0.3, 0.4)])
+    fm = filter_metrics(cfg, truth)
+    assert fm["synthetic_total"] == 4 and fm["synthetic_kept"] == 0
+    assert fm["synthetic_correct"] is None and fm["synthetic_correct_before_filter"] == 0.5
+    assert json.loads(json.dumps(fm))["synthetic_correct"] is None
+
+    from openblip.capfilt.demo import _bar  # the bars of run_demo
+
+    bar = _bar(fm["synthetic_correct"], 0.9)
+    assert bar == {"value": None, "min": 0.9, "holds": False}
+    model = dict.fromkeys(
+        (
+            "itc_i2t_r1",
+            "itc_t2i_r1",
+            "itc_i2t_r5",
+            "itc_t2i_r5",
+            "caption_exact",
+            "caption_token_acc",
+            "itm_hardneg_acc",
+        ),
+        0.5,
+    )
+    result = {
+        **{k: fm[k] for k in ("filter_wrong_removed", "filter_correct_kept", "synthetic_correct")},
+        "filter": fm,
+        "corpora": {
+            "noisy": {"captions": 4, "true_fraction": 0.5},
+            "bootstrapped": {"captions": 2, "true_fraction": 1},
+        },
+        "noisy_model": model,
+        "bootstrapped_model": model,
+        "bars": {"synthetic_correct": bar},
+    }
+    table = metrics_table(result)
+    assert "no synthetic caption kept (the filter removed all 4; correct before filtering: 50.0%)" in table
+    assert "survive are correct" not in table and "FAIL  synthetic_correct" in table
+
+
+@pytest.mark.parametrize("probs, expected", [([(0.9, 0.1), (0.1, 0.1)], 1.0), ([(0.9, 0.9), (0.1, 0.8)], 1 / 3)])
+def test_demo_synthetic_correct_counts_the_kept_synthetic_captions(tmp_path, probs, expected):
+    from openblip.capfilt.demo import _bar, filter_metrics
+
+    cfg, truth = _fake_filter_scores(tmp_path, probs)
+    fm = filter_metrics(cfg, truth)
+    assert fm["synthetic_correct"] == pytest.approx(expected)
+    assert fm["filter_correct_kept"] == 1.0 and fm["filter_wrong_removed"] == 0.0
+    assert _bar(fm["synthetic_correct"], 0.9)["holds"] == (expected >= 0.9)
 
 
 def test_shard_store_atomic_write(tmp_path):

@@ -358,3 +358,113 @@ def test_demo_cli_world_error_is_one_line(tmp_path, monkeypatch):
     res = _demo("--out", str(tmp_path / "o"))
     assert res.exit_code == 1, res.output
     assert res.output.strip() == "error: cannot read /x/annotations/vqa_train.json: missing key 'image'"
+
+
+@pytest.mark.parametrize("n, batch", [(50, 16), (5000 % 64 + 64, 64), (7, 7), (7, 3)])
+def test_epoch_sampler_batches_never_repeat_and_epochs_stay_permutations(n, batch):
+    """A batch never holds a scene twice, even when it spans two epochs (its in-batch negatives are other scenes),
+    and the served stream, cut into runs of ``n``, is one permutation of ``0..n-1`` per epoch."""
+    from openblip.demo.data import EpochSampler
+
+    sampler = EpochSampler(n, torch.Generator().manual_seed(0))
+    stream: list[int] = []
+    spanning = 0
+    for _ in range(200):
+        before = len(stream) // n
+        idx = sampler.take(batch)
+        assert len(idx) == batch and len(set(idx)) == batch, idx
+        stream.extend(idx)
+        spanning += (len(stream) - 1) // n > before
+    for e in range(len(stream) // n):
+        assert sorted(stream[e * n : (e + 1) * n]) == list(range(n)), e
+    assert sampler.epoch == -(-len(stream) // n)  # one fresh permutation per started epoch
+    if n % batch:
+        assert spanning > 0  # the case this guards was exercised
+    again = EpochSampler(n, torch.Generator().manual_seed(0))
+    assert [i for _ in range(200) for i in again.take(batch)] == stream  # seeded, deterministic
+
+
+def test_epoch_sampler_keeps_randperm_order_on_batch_boundaries():
+    """When an epoch starts on a batch boundary nothing is moved: the order is ``torch.randperm``'s, served from its
+    end, as before the fix (so the demo's data order only changes where a batch spans two epochs)."""
+    from openblip.demo.data import EpochSampler
+
+    g = torch.Generator().manual_seed(3)
+    expected = torch.randperm(12, generator=g).tolist()[::-1] + torch.randperm(12, generator=g).tolist()[::-1]
+    sampler = EpochSampler(12, torch.Generator().manual_seed(3))
+    assert [i for _ in range(6) for i in sampler.take(4)] == expected
+
+
+def _gallery_fixture(tmp_path, n=12, reranked=(0, 1, 2)):
+    """A fake test set and retrieval samples: scene ``n-1`` is the only 2-object scene, so it is the gallery's query
+    target; the images in ``reranked`` got ITM scores, every other entry of the query's row is the -100 filler."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    (tmp_path / "world").mkdir()
+    paths = [f"s{i}.png" for i in range(n)]
+    for p in paths:
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "world" / p)
+    obj = {"shape": "circle", "color": "red", "size": "large"}
+    test = SimpleNamespace(
+        paths=paths,
+        references=[[f"caption {i}", f"paraphrase {i}"] for i in range(n)],
+        scenes=[{"objects": [obj] * (2 if i == n - 1 else 1)} for i in range(n)],
+        vqa_image=[],
+        vqa_question=[],
+        vqa_answers=[],
+    )
+    q = n - 1
+    cosine = torch.linspace(0.1, 0.2, n * n).view(n, n)  # [images, texts]
+    cosine[:, q] = torch.tensor([0.9, 0.8, 0.7] + [0.1 + 0.01 * i for i in range(n - 3)])
+    cosine[q, q] = 0.6  # the target: the best ITC cosine outside the re-ranked three
+    t2i = torch.full((n, n), -100.0)
+    for j, s in zip(reranked, (5.0, 4.0, 3.0)):
+        t2i[q, j] = s
+    samples = {
+        "generated": [f"caption {i}" for i in range(n)],
+        "vqa_predictions": [],
+        "retrieval": {
+            "texts": [f"caption {i}" for i in range(n)],
+            "t2i": t2i,
+            "cosine": cosine,
+            "subset": list(range(n)),
+        },
+    }
+    result = {"config": {"seed": 0}, "machine": {"threads": 1}, "baselines": {}}
+    return test, result, samples
+
+
+def test_gallery_ranks_a_target_outside_the_itm_top_k_by_itc(tmp_path):
+    """The described scene is outside the ITM-re-ranked top 3 (its score, like every other's outside, is the -100
+    filler): its rank comes from the ITC cosine (#4, right after the re-ranked three), not from how a sort happened
+    to order 9 tied -100s, and the gallery says so."""
+    from openblip.demo.report import gallery_content, render_html, render_png
+
+    test, result, samples = _gallery_fixture(tmp_path)
+    r = gallery_content(test, result, samples)["retrieval"]
+    assert r["target"] == 11 and r["pool"] == 12
+    assert r["target_rank"] == 4 and not r["target_reranked"] and r["reranked"] == 3
+    assert [h["index"] for h in r["top"]] == [0, 1, 2, 11, 10]  # re-ranked by ITM, then by ITC cosine
+    assert [h["reranked"] for h in r["top"]] == [True, True, True, False, False]
+    assert r["top"][3]["ok"] and r["top"][3]["score"] == pytest.approx(0.6)
+    view = {**result, "_paths": test.paths}
+    content = gallery_content(test, result, samples)
+    html = render_html(tmp_path / "world", content, view)
+    assert "came #4 of 12 by ITC similarity, outside the top 3 re-ranked by ITM" in html
+    assert "#4  ITC 0.60  (the described scene)" in html
+    render_png(tmp_path / "world", content, view)  # draws without error
+
+
+def test_gallery_rank_inside_the_itm_top_k_is_the_reranked_rank(tmp_path):
+    from openblip.demo.report import gallery_content, render_html, t2i_order
+
+    test, result, samples = _gallery_fixture(tmp_path, reranked=(0, 11, 2))
+    r = gallery_content(test, result, samples)["retrieval"]
+    assert r["target_rank"] == 2 and r["target_reranked"]
+    html = render_html(tmp_path / "world", gallery_content(test, result, samples), {**result, "_paths": test.paths})
+    assert "the scene it describes came #2 of 12)" in html
+    # ties (in the score and in the cosine) break on the index: deterministic
+    order, reranked = t2i_order(torch.tensor([-100.0, 2.0, -100.0, 2.0]), torch.tensor([0.5, 0.0, 0.5, 0.9]))
+    assert order == [1, 3, 0, 2] and reranked == {1, 3}

@@ -21,7 +21,9 @@ hold and those that do not: README section "CapFilt: bootstrapping your own data
 5. **Scores** (written to ``OUT/capfilt_metrics.json``):
    * ``filter_wrong_removed`` / ``filter_correct_kept``: fractions of the wrong / correct web captions the filter
      removes / keeps (by kind too); ``synthetic_correct``: fraction of the surviving synthetic captions that are
-     true for their scene (:func:`~openblip.data.synthetic.caption_is_true`; unparseable text counts as wrong);
+     true for their scene (:func:`~openblip.data.synthetic.caption_is_true`; unparseable text counts as wrong),
+     ``None`` (JSON ``null``) when the filter kept no synthetic caption -- there is nothing to be correct, and the
+     bar on it does not hold;
      ``synthetic_correct_before_filter``: the captioner alone;
    * ``noisy_model`` / ``bootstrapped_model``: held-out metrics of both (:mod:`openblip.demo.evaluate`): ITC
      retrieval R@1/R@5 in both directions on ``n_retrieval`` test scenes with distinct captions, caption exact match
@@ -410,6 +412,17 @@ def _is_true(scene: Any, caption: str) -> bool:
         return False
 
 
+def synthetic_correct(kept_true: int, kept: int) -> float | None:
+    """Fraction of the kept synthetic captions that are true; ``None`` when none was kept (not 0.0: with no
+    caption kept there is no fraction, and 0.0 would read as "every kept caption was wrong")."""
+    return kept_true / kept if kept else None
+
+
+def _bar(value: float | None, minimum: float) -> dict[str, Any]:
+    """A bar on a filter metric; one with no value (``None``) does not hold."""
+    return {"value": value, "min": minimum, "holds": value is not None and value >= minimum}
+
+
 def filter_metrics(cap_cfg: CapFiltConfig, truth: dict[str, Any]) -> dict[str, Any]:
     """How well the filter separated right from wrong, from the stored scores and the scene specs."""
     from openblip.capfilt.pipeline import keep_caption, load_web, n_shards
@@ -447,7 +460,7 @@ def filter_metrics(cap_cfg: CapFiltConfig, truth: dict[str, Any]) -> dict[str, A
     return {
         "filter_wrong_removed": wrong_removed / max(wrong, 1),
         "filter_correct_kept": correct_kept / max(correct, 1),
-        "synthetic_correct": syn_kept_true / max(syn_kept, 1),
+        "synthetic_correct": synthetic_correct(syn_kept_true, syn_kept),
         "synthetic_correct_before_filter": syn_true / max(syn_all, 1),
         "synthetic_kept_fraction": syn_kept / max(syn_all, 1),
         "filter_wrong_removed_by_kind": {k: v[1] / max(v[0], 1) for k, v in sorted(by_kind.items())},
@@ -532,7 +545,7 @@ def run_demo(cfg: CapFiltDemoConfig, log: Log | None = None) -> dict[str, Any]:
     boot_metrics = evaluate_model(boot_model, dcfg, test, log)
     times["evaluate"] = time.perf_counter() - t
 
-    bars = {k: {"value": fm[k], "min": v, "holds": fm[k] >= v} for k, v in BARS.items()}
+    bars = {k: _bar(fm[k], v) for k, v in BARS.items()}
     for k in ("itc_i2t_r1", "itc_t2i_r1", "itc_r1_mean", "caption_exact", "caption_token_acc"):
         bars[f"bootstrapped_beats_noisy_{k}"] = {
             "bootstrapped": boot_metrics[k],
@@ -575,14 +588,22 @@ def run_demo(cfg: CapFiltDemoConfig, log: Log | None = None) -> dict[str, Any]:
     return result
 
 
+def _synthetic_line(result: dict[str, Any]) -> str:
+    before = f"before filtering: {result['filter']['synthetic_correct_before_filter']:.1%}"
+    if result["synthetic_correct"] is None:
+        total = result["filter"].get("synthetic_total")
+        removed = f"the filter removed all {total}; " if total else ""
+        return f"no synthetic caption kept ({removed}correct {before})"
+    return f"synthetic captions that survive are correct {result['synthetic_correct']:.1%} of the time ({before})"
+
+
 def metrics_table(result: dict[str, Any]) -> str:
     """The demo's headline numbers as text."""
     lines = [
         f"filter removes {result['filter_wrong_removed']:.1%} of the wrong web captions "
         f"(by kind: {', '.join(f'{k} {v:.0%}' for k, v in result['filter']['filter_wrong_removed_by_kind'].items())})",
         f"filter keeps   {result['filter_correct_kept']:.1%} of the correct web captions",
-        f"synthetic captions that survive are correct {result['synthetic_correct']:.1%} of the time "
-        f"(before filtering: {result['filter']['synthetic_correct_before_filter']:.1%})",
+        _synthetic_line(result),
         f"corpora: noisy {result['corpora']['noisy']['captions']} captions "
         f"({result['corpora']['noisy']['true_fraction']:.1%} true), "
         f"bootstrapped {result['corpora']['bootstrapped']['captions']} captions "

@@ -239,23 +239,45 @@ def load_test(info: WorldInfo, n_retrieval: int) -> TestData:
 
 
 class EpochSampler:
-    """Indices ``0..n-1`` in a fresh random order every epoch, served in fixed-size batches (a batch may span two
-    epochs, never repeating an index within itself unless ``batch > n``)."""
+    """Indices ``0..n-1`` in a fresh random order every epoch, served in fixed-size batches.
+
+    A batch may span two epochs but never holds an index twice (unless ``batch > n``): when the order runs out
+    mid-batch, the new epoch's permutation is drawn and any index already in the batch is moved to just after the
+    batch's remaining slots, so it is served early in the next batch instead. Every epoch is still one permutation
+    of ``0..n-1``: the stream of served indices, cut into consecutive runs of ``n``, visits each index exactly once
+    per run. Deterministic for a given ``generator`` state; an epoch that starts on a batch boundary is exactly
+    ``torch.randperm``'s order (served from its end)."""
 
     def __init__(self, n: int, generator: torch.Generator) -> None:
         if n <= 0:
             raise ValueError("nothing to sample from")
         self.n, self.generator = n, generator
-        self.order: list[int] = []
+        self.order: list[int] = []  # served from the end (``pop``)
         self.epoch = 0
+
+    def _refill(self, in_batch: set[int], remaining: int) -> None:
+        serve = torch.randperm(self.n, generator=self.generator).tolist()[::-1]  # in the order it will be served
+        head: list[int] = []
+        if in_batch:
+            for i in serve:
+                if len(head) == remaining:
+                    break
+                if i not in in_batch:
+                    head.append(i)
+            taken = set(head)
+            serve = head + [i for i in serve if i not in taken]
+        self.order = serve[::-1]
+        self.epoch += 1
 
     def take(self, batch: int) -> list[int]:
         out: list[int] = []
+        seen: set[int] = set()
         while len(out) < batch:
             if not self.order:
-                self.order = torch.randperm(self.n, generator=self.generator).tolist()
-                self.epoch += 1
-            out.append(self.order.pop())
+                self._refill(seen, batch - len(out))
+            i = self.order.pop()
+            out.append(i)
+            seen.add(i)
         return out
 
 

@@ -128,6 +128,43 @@ def _pick_vqa_scenes(test: TestData, start: int, count: int) -> list[int]:
     return (rich + [i for i in scenes if i not in rich])[:count]
 
 
+#: The score :meth:`openblip.tasks.retrieval.Retriever.rank` gives the pairs outside the ITC top-k (not re-ranked).
+_NOT_RERANKED = -100.0
+
+
+def t2i_order(scores: Any, cosine: Any) -> tuple[list[int], set[int]]:
+    """One text's full ranking of the images, and the images that ITM re-ranked.
+
+    ``scores`` is the text's row of :attr:`RankResult.t2i` (ITM logit + cosine for the ITC top-k, -100 elsewhere),
+    ``cosine`` its ITC cosine column. The ITM-re-ranked images come first, by their score; every other image
+    follows by its ITC cosine (their ``scores`` are all -100, so sorting on them alone would order them
+    arbitrarily). Ties break on the image index, so the order is deterministic.
+    """
+    s, c = [float(v) for v in scores], [float(v) for v in cosine]
+    reranked = {j for j, v in enumerate(s) if v != _NOT_RERANKED}
+    order = sorted(reranked, key=lambda j: (-s[j], j)) + sorted(
+        (j for j in range(len(s)) if j not in reranked), key=lambda j: (-c[j], j)
+    )
+    return order, reranked
+
+
+def _where(r: dict[str, Any]) -> str:
+    """Where the described scene came, in words."""
+    if r["target_rank"] == 1:
+        return f"the scene it describes came first of {r['pool']}"
+    if r.get("target_reranked", True):
+        return f"the scene it describes came #{r['target_rank']} of {r['pool']}"
+    return (
+        f"the scene it describes came #{r['target_rank']} of {r['pool']} by ITC similarity, "
+        f"outside the top {r['reranked']} re-ranked by ITM"
+    )
+
+
+def _hit_label(k: int, hit: dict[str, Any]) -> str:
+    score = "score" if hit.get("reranked", True) else "ITC"
+    return f"#{k + 1}  {score} {hit['score']:.2f}" + ("  (the described scene)" if hit["ok"] else "")
+
+
 def gallery_content(test: TestData, result: dict[str, Any], samples: dict[str, Any]) -> dict[str, Any]:
     """The gallery's content, independent of how it is drawn."""
     n = len(test.paths)
@@ -146,14 +183,24 @@ def gallery_content(test: TestData, result: dict[str, Any], samples: dict[str, A
         0,
     )
     scores = ret["t2i"][q]
-    order = scores.argsort(descending=True)[:5].tolist()
-    full_order = scores.argsort(descending=True).tolist()
+    cosine = ret["cosine"][:, q]
+    full_order, reranked = t2i_order(scores, cosine)
     retrieval = {
         "query": ret["texts"][q],
         "target": subset[q],
         "target_rank": full_order.index(q) + 1,
+        "target_reranked": q in reranked,
+        "reranked": len(reranked),
         "pool": len(subset),
-        "top": [{"index": subset[j], "score": float(scores[j]), "ok": j == q} for j in order],
+        "top": [
+            {
+                "index": subset[j],
+                "score": float(scores[j] if j in reranked else cosine[j]),
+                "reranked": j in reranked,
+                "ok": j == q,
+            }
+            for j in full_order[:5]
+        ],
     }
 
     vqa_scenes = _pick_vqa_scenes(test, max(caption_idx, default=0) + 1, 4)
@@ -235,17 +282,11 @@ def render_png(root: Path, content: dict[str, Any], result: dict[str, Any]) -> I
     )
     y += 30
     d.text((margin, y), f'query: "{r["query"]}"', font=f_text, fill=_INK)
-    where = (
-        f"the scene it describes came #{r['target_rank']} of {r['pool']}"
-        if r["target_rank"] > 1
-        else f"the scene it describes came first of {r['pool']}"
-    )
-    d.text(
-        (margin + 24 + d.textlength(f'query: "{r["query"]}"', font=f_text), y + 1),
-        f"({where})",
-        font=f_small,
-        fill=_GREY,
-    )
+    where = f"({_where(r)})"
+    x_where = margin + 24 + d.textlength(f'query: "{r["query"]}"', font=f_text)
+    if x_where + d.textlength(where, font=f_small) > width - margin:  # too long for the query's line
+        x_where, y = margin + 24, y + 22
+    d.text((x_where, y + 1), where, font=f_small, fill=_GREY)
     y += 28
     side_r = 176
     tile_r = (width - 2 * margin) // 5
@@ -259,7 +300,7 @@ def render_png(root: Path, content: dict[str, Any], result: dict[str, Any]) -> I
             outline=color,
             width=width_px,
         )
-        label = f"#{k + 1}  score {hit['score']:.2f}" + ("  (the described scene)" if hit["ok"] else "")
+        label = _hit_label(k, hit)
         for j, line in enumerate(_wrap(d, label, f_small, tile_r - 12)[:2]):
             d.text(
                 (margin + k * tile_r + 8, y + side_r + 8 + 18 * j),
@@ -333,15 +374,14 @@ def render_html(root: Path, content: dict[str, Any], result: dict[str, Any]) -> 
         )
     r = content["retrieval"]
     parts.append(
-        f"</div><h2>Text → image search</h2><p>query: <b>“{e(r['query'])}”</b> <span class='muted'>(the scene it "
-        f"describes came #{r['target_rank']} of {r['pool']})</span></p><div class='grid'>"
+        f"</div><h2>Text → image search</h2><p>query: <b>“{e(r['query'])}”</b> <span class='muted'>"
+        f"({e(_where(r))})</span></p><div class='grid'>"
     )
     for k, hit in enumerate(r["top"]):
         cls = "tile hit" if hit["ok"] else "tile"
-        note = " (the described scene)" if hit["ok"] else ""
         parts.append(
             f"<div class='{cls}' style='width:190px'>{img(hit['index'], 176)}"
-            f"<div class='muted'>#{k + 1} score {hit['score']:.2f}{note}</div></div>"
+            f"<div class='muted'>{e(_hit_label(k, hit))}</div></div>"
         )
     parts.append("</div><h2>Questions answered (VQA)</h2><div class='grid'>")
     for item in content["vqa"]:
