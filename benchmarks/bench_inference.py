@@ -5,12 +5,14 @@ same weights into openblip through the Hugging Face layout (the path a user's do
 outputs agree, then reports medians of ``--repeats`` runs side by side with the ratio openblip / transformers:
 
 * captioning images/s, greedy and beam 3, batch 1 and 8, forced to full length (16 new tokens after the
-  4-token prompt), with the fraction of the FLOP roofline at the GEMM peak measured in the same run;
+  4-token prompt), with the fraction of the FLOP roofline at the GEMM peak measured in the same run, and for greedy
+  batch 1 the time per decode step: the whole caption's time (ViT included) over its 16 decoder calls;
 * image embedding images/s at 384 and 224 px, batch 1 and 8, and its fraction of the GEMM peak;
 * ITM re-ranking of k = 16 and 64 texts against one image (openblip reuses the cached image embedding;
   transformers' ``BlipForImageTextRetrieval`` runs a full forward per pair);
 * text embedding, batch 64;
-* the opt-in bfloat16 captioning paths (the whole model, and ``bfloat16-vision``: the ViT only);
+* the opt-in bfloat16 captioning paths (the whole model, and ``bfloat16-vision``: the ViT only), each on its own
+  copy of the model, so the float32 rows after them still run the exact weights transformers has;
 * peak RSS of each implementation (separate processes).
 
 Usage::
@@ -25,6 +27,8 @@ No timing is asserted anywhere; this prints and (with ``--json``) writes numbers
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
 import json
 import resource
 import statistics
@@ -37,6 +41,7 @@ from pathlib import Path
 import torch
 
 PROMPT = [30522, 1037, 3861, 1997]  # [DEC] a picture of
+NEW_TOKENS = 16  # captions are forced to 4 + 16 = 20 tokens: one decoder call per new token
 
 
 # ----------------------------------------------------------------------------------------------------------- models
@@ -167,7 +172,7 @@ def bench_caption(hf, ours, batch: int, beams: int, repeats: int, smoke: bool, d
     size = ours.image_size
     pixels = torch.randn(batch, 3, size, size)
     prompt = torch.tensor([PROMPT] * batch)
-    new = 16
+    new = NEW_TOKENS
 
     def run_ours():
         with torch.inference_mode():
@@ -213,7 +218,19 @@ def bench_caption(hf, ours, batch: int, beams: int, repeats: int, smoke: bool, d
         "hf_img_s": batch / t_hf,
         "ratio": t_hf / t_ours,
         "flops": flops,
+        "new_tokens": new,
     }
+
+
+def bench_low_precision(ours, precision: str, repeats: int, smoke: bool, batch: int = 8, beams: int = 3):
+    """openblip's captioning under ``set_precision(..., precision)``, on a deep copy of ``ours``.
+
+    Converting ``ours`` itself to 16 bits and back would round its weights to bfloat16, and the float32 rows after
+    this one would no longer run the weights transformers has."""
+    from openblip.checkpoint import set_precision
+
+    low = set_precision(copy.deepcopy(ours), precision)
+    return bench_caption(None, low, batch, beams, repeats, smoke, dtype=low.dtype)
 
 
 def bench_embed(hf, ours, batch: int, size: int, repeats: int):
@@ -318,13 +335,48 @@ def check_agreement(hf_cap, ours_cap, hf_itm, ours_itm) -> dict:
         ids = torch.tensor([[101, 2023, 2003, 1037, 3899, 102]])
         itm_o = ours_itm.itm_logits(ours_itm.encode_image(pixels[:1]), ids, first_token="cls")
         itm_h = hf_itm(pixel_values=pixels[:1], input_ids=ids).itm_score
+        # the text side on its own, as bench_text runs it: ragged texts (padded, masked) through the unimodal encoder
+        text_ids = torch.randint(1000, 5000, (4, 12))
+        text_ids[:, 0] = 101
+        text_mask = torch.ones_like(text_ids)
+        for row, length in enumerate((12, 9, 6, 3)):
+            text_ids[row, length - 1] = 102
+            text_ids[row, length:] = 0
+            text_mask[row, length:] = 0
+        txt_o = ours_itm.text_features(text_ids, text_mask)
+        h = hf_itm.text_encoder(input_ids=text_ids, attention_mask=text_mask).last_hidden_state
+        txt_h = torch.nn.functional.normalize(hf_itm.text_proj(h[:, 0]), dim=-1)
     n = min(ours_ids.shape[1], hf_ids.shape[1])
     return {
         "vision_max_abs_diff": float(v),
         "vision_output_std": float(ours_v.std()),  # ~1 with real random weights; ~1e-6 with degenerate ones
         "greedy_tokens_equal": bool(torch.equal(ours_ids[:, :n], hf_ids[:, :n])),
         "itm_max_abs_diff": float((itm_o - itm_h).abs().max()),
+        "text_features_max_abs_diff": float((txt_o - txt_h).abs().max()),
     }
+
+
+#: Limits of the agreement check (float32 on both sides; the measured differences are ~1e-6).
+AGREEMENT_LIMITS = {"vision_max_abs_diff": 1e-3, "itm_max_abs_diff": 1e-3, "text_features_max_abs_diff": 1e-4}
+
+
+def agreement_ok(agree: dict) -> bool:
+    """Greedy tokens equal, every difference under its limit, and weights that are not degenerate."""
+    return (
+        agree["greedy_tokens_equal"]
+        and all(agree[key] < limit for key, limit in AGREEMENT_LIMITS.items())
+        and agree["vision_output_std"] > 0.1
+    )
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of every tensor of ``model.state_dict()`` (name, dtype, shape, bytes): equal digests, equal weights."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------------- peak RSS
@@ -394,6 +446,7 @@ def main() -> None:
     results: dict = {"threads": torch.get_num_threads(), "torch": torch.__version__, "smoke": args.smoke}
     results["agreement"] = check_agreement(hf_cap, ours_cap, hf_itm, ours_itm)
     print("agreement:", json.dumps(results["agreement"]))
+    digest = weights_digest(ours_cap)  # the rows must leave the float32 weights exactly as transformers has them
     results["gemm_gflops_fp32"] = gemm_peak(torch.float32)
     results["gemm_gflops_bf16"] = gemm_peak(torch.bfloat16)
     results["gemm_gflops_fp32_onednn"] = gemm_peak_onednn()
@@ -418,15 +471,12 @@ def main() -> None:
                 r["hf_roofline"] = r["flops"] / r["hf_s"] / peak
                 r["roofline_best"] = r["flops"] / r["ours_s"] / best
                 if beams == 1 and batch == 1:
-                    r["ms_per_step"] = 1000 * r["ours_s"] / 20
+                    # one decoder call per new token (the first also reads the 4-token prompt); the ViT is included
+                    r["ms_per_decode_step"] = 1000 * r["ours_s"] / r["new_tokens"]
                 rows.append((name, r))
-    from openblip.checkpoint import set_precision
-
     for name, precision in (("caption_beam3_b8_bf16", "bfloat16"), ("caption_beam3_b8_bf16vision", "bfloat16-vision")):
         if want(name):
-            low = set_precision(ours_cap, precision)
-            r = bench_caption(None, low, 8, 3, repeats, args.smoke, dtype=low.dtype)
-            set_precision(ours_cap, torch.float32)
+            r = bench_low_precision(ours_cap, precision, repeats, args.smoke)
             fp32 = next((x for n, x in rows if n == "caption_beam3_b8"), None)
             if fp32:
                 r["vs_fp32"] = fp32["ours_s"] / r["ours_s"]
@@ -446,6 +496,7 @@ def main() -> None:
     if want("text_embed_b64"):
         rows.append(("text_embed_b64", bench_text(hf_itm, ours_itm, repeats)))
     results["rows"] = dict(rows)
+    results["fp32_weights_unchanged"] = weights_digest(ours_cap) == digest
     if not args.no_rss and args.only is None:
         results["peak_rss_mib"] = {impl: peak_rss(impl, args.smoke, workdir) for impl in ("ours", "hf")}
 
@@ -462,8 +513,8 @@ def main() -> None:
             )
         if "gemm_fraction" in r:
             notes.append(f"GEMM fraction {r['gemm_fraction']:.2f} (best GEMM {r['gemm_fraction_best']:.2f})")
-        if "ms_per_step" in r:
-            notes.append(f"{r['ms_per_step']:.1f} ms/step")
+        if "ms_per_decode_step" in r:
+            notes.append(f"{r['ms_per_decode_step']:.1f} ms per decode step ({r['new_tokens']} steps, ViT included)")
         if "vs_fp32" in r:
             notes.append(f"{r['vs_fp32']:.2f}x fp32")
         ratio = f"{r['ratio']:.2f}x" if r.get("ratio") == r.get("ratio") and "ratio" in r else "-"
@@ -474,9 +525,18 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     agree = results["agreement"]
-    ok = agree["greedy_tokens_equal"] and agree["vision_max_abs_diff"] < 1e-3 and agree["vision_output_std"] > 0.1
-    if not ok:
+    print(
+        f"agreement: ViT outputs max |diff| {agree['vision_max_abs_diff']:.2g} (limit 1e-3), greedy tokens "
+        f"{'equal' if agree['greedy_tokens_equal'] else 'DIFFER'}, ITM logits max |diff| "
+        f"{agree['itm_max_abs_diff']:.2g} (limit 1e-3), text features max |diff| "
+        f"{agree['text_features_max_abs_diff']:.2g} (limit 1e-4); float32 weights unchanged by the rows: "
+        f"{results['fp32_weights_unchanged']}"
+    )
+    if not agreement_ok(agree):
         print("WARNING: outputs disagree", file=sys.stderr)
+        sys.exit(1)
+    if not results["fp32_weights_unchanged"]:
+        print("WARNING: a benchmark row changed openblip's float32 weights", file=sys.stderr)
         sys.exit(1)
 
 

@@ -186,6 +186,22 @@ def test_palette_png_with_transparency(tmp_path: Path) -> None:
     assert _px(out, 1, 1) == (255, 0, 0)
 
 
+@pytest.mark.parametrize("simulate_pillow_10_0", [False, True])
+def test_palette_with_rgba_palette_composited_on_white(monkeypatch: pytest.MonkeyPatch, simulate_pillow_10_0) -> None:
+    if simulate_pillow_10_0:  # Image.has_transparency_data arrived in Pillow 10.1; the loader must not need it
+        monkeypatch.delattr(Image.Image, "has_transparency_data", raising=False)
+    rgba = Image.new("RGBA", (2, 2), (255, 0, 0, 0))
+    rgba.putpixel((1, 1), (0, 0, 255, 255))
+    pal = rgba.quantize()  # mode "P" with an RGBA palette and no "transparency" entry
+    assert pal.mode == "P" and pal.palette.mode == "RGBA" and "transparency" not in pal.info
+    out = load_image(pal)
+    _assert_rgb(out, (2, 2))
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(load_image(rgba)))
+    assert _px(out, 0, 0) == (255, 255, 255)  # fully transparent red is white, not red
+    assert _px(out, 1, 1) == (0, 0, 255)
+    assert pal.mode == "P" and pal.palette.mode == "RGBA"  # the input is not modified
+
+
 def test_palette_png_without_transparency(tmp_path: Path) -> None:
     im = Image.new("P", (4, 4), 1)
     im.putpalette([0, 0, 0, 0, 255, 0] + [0] * (256 * 3 - 6))
@@ -560,8 +576,108 @@ def test_preprocess_validation() -> None:
         preprocess(["missing-file.jpg"], 16)
 
 
-def test_postscript_is_refused_without_running_ghostscript():
-    """EPS would be rendered by Ghostscript; only raster formats are decoded."""
+def test_postscript_is_refused_without_running_ghostscript(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EPS would be rendered by Ghostscript; only raster formats are decoded, and the refusal names the format."""
+    Image.init()
+    _, accept = Image.OPEN["EPS"]
+
+    def factory(*args, **kwargs):  # pragma: no cover - reaching it is the failure
+        raise AssertionError("the EPS plugin must not parse the file")
+
+    monkeypatch.setitem(Image.OPEN, "EPS", (factory, accept))
     eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\n"
-    with pytest.raises(ImageLoadError, match="not an image file"):
-        load_image(eps)
+    err = _assert_load_error(eps, "<bytes>")
+    assert err.reason == "format EPS is not supported"
+    path = tmp_path / "drawing.eps"
+    path.write_bytes(eps)
+    err = _assert_load_error(path, str(path))
+    assert err.reason == "format EPS is not supported"
+    err = _assert_load_error(io.BytesIO(eps), "<file>")
+    assert err.reason == "format EPS is not supported"
+
+
+@pytest.mark.parametrize("fmt", ["XBM", "MSP"])
+def test_other_refused_formats_are_named(fmt: str) -> None:
+    data = _encode(Image.new("1", (8, 8), 1), fmt)
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == fmt  # Pillow reads it; openblip refuses it on purpose
+    err = _assert_load_error(data, "<bytes>")
+    assert err.reason == f"format {fmt} is not supported"
+
+
+def test_unidentified_and_corrupt_allowed_formats_keep_the_generic_reason() -> None:
+    # no format claims text; a broken JPEG header is claimed by an allowed format, so no "format X" is named
+    for data in (b"hello world, not an image", b"\xff\xd8\xff garbage"):
+        err = _assert_load_error(data, "<bytes>", "not an image file")
+        assert "is not supported" not in err.reason
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# other raster formats Pillow reads natively
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _colour_blocks() -> Image.Image:
+    arr = np.zeros((16, 16, 3), np.uint8)
+    arr[:, :8] = (220, 30, 40)
+    arr[:, 8:] = (20, 60, 230)
+    return Image.fromarray(arr)
+
+
+def _assert_colour_blocks(out: Image.Image, tol: int) -> None:
+    _assert_rgb(out, (16, 16))
+    for (x, y), want in (((3, 8), (220, 30, 40)), ((12, 8), (20, 60, 230))):
+        got = _px(out, x, y)
+        assert all(abs(g - w) <= tol for g, w in zip(got, want)), (got, want)
+
+
+def test_avif_loads(tmp_path: Path) -> None:
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow was built without AVIF support, so AVIF loading cannot be tested here")
+    data = _encode(_colour_blocks(), "AVIF", quality=95)
+    assert Image.open(io.BytesIO(data)).format == "AVIF"
+    _assert_colour_blocks(load_image(data), tol=12)  # lossy, 4:2:0
+    path = tmp_path / "photo.avif"
+    path.write_bytes(data)
+    _assert_colour_blocks(load_image(path), tol=12)
+    # AVIF with alpha is composited on white like any other transparent image
+    rgba = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    out = load_image(_encode(rgba, "AVIF", quality=95))
+    assert all(v >= 245 for v in _px(out, 8, 8))
+
+
+@pytest.mark.parametrize("fmt", ["QOI", "SGI", "DDS"])
+def test_lossless_raster_formats_load_exactly(tmp_path: Path, fmt: str) -> None:
+    src = _colour_blocks()
+    data = _encode(src, fmt)
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == fmt
+    path = tmp_path / f"img.{fmt.lower()}"
+    path.write_bytes(data)
+    for inp in (data, path):
+        np.testing.assert_array_equal(np.asarray(load_image(inp)), np.asarray(src))
+
+
+def test_qoi_with_alpha_composited_on_white() -> None:
+    rgba = Image.new("RGBA", (2, 1), (10, 20, 30, 255))
+    rgba.putpixel((0, 0), (200, 0, 0, 0))
+    out = load_image(_encode(rgba, "QOI"))
+    assert _px(out, 0, 0) == (255, 255, 255) and _px(out, 1, 0) == (10, 20, 30)
+
+
+def _minimal_psd(arr: np.ndarray) -> bytes:
+    """An uncompressed 8-bit RGB Photoshop file with no layers: just the composite image (planar channels)."""
+    h, w, c = arr.shape
+    header = b"8BPS" + struct.pack(">H6xHIIHH", 1, c, h, w, 8, 3)
+    sections = struct.pack(">III", 0, 0, 0)  # colour mode data, image resources, layer and mask info: all empty
+    return header + sections + struct.pack(">H", 0) + arr.transpose(2, 0, 1).tobytes()
+
+
+def test_psd_composite_loads() -> None:
+    src = np.asarray(_colour_blocks())
+    data = _minimal_psd(src)
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "PSD"
+    np.testing.assert_array_equal(np.asarray(load_image(data)), src)

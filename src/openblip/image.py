@@ -8,8 +8,8 @@ beneath them), 16-bit images are clipped to white, and truncated files can load 
 handles the rest deliberately:
 
 * EXIF orientation is applied (:func:`PIL.ImageOps.exif_transpose`).
-* Anything with alpha (RGBA, LA, PA, palette or L/RGB images with a ``transparency`` entry, RGBA arrays) is
-  composited on **white**.
+* Anything with alpha (RGBA, LA, PA, palette images whose palette has alpha, palette or L/RGB images with a
+  ``transparency`` entry, RGBA arrays) is composited on **white**.
 * 16-bit images (``I;16``, ``I;16B``, ``I;16L``, ``I``) are scaled to 8 bits (``round(v / 257)``, so 65535 -> 255),
   not clipped at 255 as ``Image.convert`` does. ``I`` (32-bit) images are assumed to hold 16-bit values.
 * CMYK, YCbCr, LAB, HSV, 1-bit and float (``F``) images go through Pillow's own ``convert('RGB')``.
@@ -17,6 +17,10 @@ handles the rest deliberately:
 * The image is decoded completely (``.load()``), so truncated files fail here, not later. This module never sets
   ``ImageFile.LOAD_TRUNCATED_IMAGES`` and never touches ``Image.MAX_IMAGE_PIXELS``: Pillow's decompression-bomb
   protection stays on (images over twice the limit are refused; between one and two times it Pillow only warns).
+* Only raster formats are decoded: JPEG (and MPO), PNG, WebP, GIF, BMP/DIB, TIFF, PPM, TGA, ICO, JPEG 2000, PCX,
+  AVIF (if Pillow was built with it), QOI, SGI, PSD (the composite image Pillow reads, not the layers) and DDS. Other
+  formats Pillow knows, in particular EPS (rendered by Ghostscript) and the other vector or scientific formats, are
+  refused with "format X is not supported".
 
 Every failure raises :class:`ImageLoadError` (a :class:`ValueError`) that names the input and the reason, with the
 original exception chained as ``__cause__``.
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -119,10 +123,32 @@ def _is_single_input(obj: Any) -> bool:
 
 
 #: Formats we decode. Vector/PostScript formats (EPS would call Ghostscript) and exotic decoders are refused, so an
-#: untrusted file can only reach Pillow's ordinary raster decoders.
-_WANTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "PPM", "TGA", "ICO", "JPEG2000", "DIB", "PCX")
+#: untrusted file can only reach Pillow's ordinary raster decoders. Formats this Pillow does not register (AVIF before
+#: Pillow 11.2, say) are dropped; MPO is opened by the JPEG plugin.
+_WANTED_FORMATS = (
+    "JPEG",
+    "PNG",
+    "WEBP",
+    "GIF",
+    "BMP",
+    "TIFF",
+    "MPO",
+    "PPM",
+    "TGA",
+    "ICO",
+    "JPEG2000",
+    "DIB",
+    "PCX",
+    "AVIF",
+    "QOI",
+    "SGI",
+    "PSD",
+    "DDS",
+)
 Image.init()
 RASTER_FORMATS = tuple(f for f in _WANTED_FORMATS if f in Image.OPEN)
+#: How many leading bytes Pillow's format checks look at (``PIL.Image.open`` reads 16).
+_PREFIX_LEN = 16
 
 # --------------------------------------------------------------------------------------------------------------------
 # Sources
@@ -148,7 +174,12 @@ def _from_path(path: str | os.PathLike) -> Image.Image:
     except MemoryError:
         raise
     except Exception as e:
-        raise ImageLoadError(name, _reason(e)) from e
+        raise ImageLoadError(name, _reason(e, lambda: _read_prefix(fs_path))) from e
+
+
+def _read_prefix(fs_path: str | bytes) -> bytes:
+    with open(fs_path, "rb") as f:
+        return f.read(_PREFIX_LEN)
 
 
 def _from_bytes(data: bytes, name: str) -> Image.Image:
@@ -160,7 +191,7 @@ def _from_bytes(data: bytes, name: str) -> Image.Image:
     except MemoryError:
         raise
     except Exception as e:
-        raise ImageLoadError(name, _reason(e)) from e
+        raise ImageLoadError(name, _reason(e, lambda: data[:_PREFIX_LEN])) from e
 
 
 def _from_file(f: Any) -> Image.Image:
@@ -254,13 +285,24 @@ def _flatten(im: Image.Image) -> Image.Image:
             alpha = Image.fromarray(np.where(arr == trns, 0, 255).astype(np.uint8))
             return _on_white(Image.merge("RGBA", (gray, gray, gray, alpha)))
         return gray.convert("RGB")
-    if mode in _ALPHA_MODES or "transparency" in im.info:
+    if _has_transparency_data(im):
         if mode == "La":  # Pillow converts La only to LA
             im = im.convert("LA")
         return _on_white(im.convert("RGBA"))
     if mode == "RGB":
         return im
     return im.convert("RGB")
+
+
+def _has_transparency_data(im: Image.Image) -> bool:
+    """Alpha channel, ``transparency`` entry, or a palette with alpha (``RGBA_image.quantize()`` gives one)."""
+    has = getattr(im, "has_transparency_data", None)  # a property since Pillow 10.1
+    if isinstance(has, bool):
+        return has
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:  # Pillow 10.0: the same test by hand
+        return True
+    palette = im.palette if im.mode == "P" else None
+    return palette is not None and str(palette.mode).endswith("A")
 
 
 def _on_white(rgba: Image.Image) -> Image.Image:
@@ -274,11 +316,14 @@ def _scale16(arr: np.ndarray) -> np.ndarray:
     return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
-def _reason(e: BaseException) -> str:
-    """A short human reason for a Pillow/OS failure."""
+def _reason(e: BaseException, prefix: Callable[[], bytes] | None = None) -> str:
+    """A short human reason for a Pillow/OS failure. ``prefix`` gives the input's first bytes, for naming a format."""
     if isinstance(e, Image.DecompressionBombError):
         return f"refused by Pillow's decompression bomb protection ({e})"
     if isinstance(e, UnidentifiedImageError):
+        refused = _refused_format(prefix)
+        if refused is not None:
+            return refused
         return "not an image file, or an image format Pillow cannot read"
     if isinstance(e, FileNotFoundError):
         return "file not found"
@@ -290,3 +335,35 @@ def _reason(e: BaseException) -> str:
     if "truncated" in message.lower():
         return f"truncated file ({message})"
     return f"corrupt or unreadable image ({type(e).__name__}: {message})"
+
+
+def _refused_format(prefix: Callable[[], bytes] | None) -> str | None:
+    """Name the format of data that ``Image.open(..., formats=RASTER_FORMATS)`` refused, if Pillow can tell it.
+
+    Only the plugins' ``accept`` checks run (cheap tests of the first 16 bytes, as in ``Image.open``); no plugin of a
+    refused format parses the file. Returns ``"format X is not supported"`` for the first format Pillow would have
+    tried, or None when no format claims the data or the first that does is one we accept (then the file is a corrupt
+    file of that format and the generic reason fits better).
+    """
+    if prefix is None:
+        return None
+    try:
+        head = prefix()
+    except Exception:
+        return None
+    if not head:
+        return None
+    for fmt in Image.ID:
+        entry = Image.OPEN.get(fmt)
+        accept = entry[1] if entry else None
+        if accept is None:
+            continue  # formats without a quick check (TGA, IM, SPIDER, ...) cannot be named from the header
+        try:
+            result = accept(head)
+        except Exception:
+            continue
+        if isinstance(result, str):  # Pillow knows the format but lacks the codec, e.g. AVIF without libavif
+            return f"format {fmt} is not supported ({result})"
+        if result:
+            return None if fmt in RASTER_FORMATS else f"format {fmt} is not supported"
+    return None
