@@ -54,24 +54,24 @@ def _check_output(path: str | None, opt: str = "--results") -> None:
 
 
 def _read_json(path: str, opt: str) -> Any:
-    _check_file(path, opt)
+    from openblip.tasks._common import read_text_file
+
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except UnicodeDecodeError as e:
-        fail(f"{opt} {path} is not UTF-8 text ({e.reason} at byte {e.start})", EXIT_USAGE)
-    except json.JSONDecodeError as e:
-        fail(f"{opt} {path}: invalid JSON: {e}", EXIT_USAGE)
+        text = read_text_file(path, opt)  # names a missing file, a folder, non-UTF-8 text
+    except (FileNotFoundError, IsADirectoryError, ValueError) as e:
+        fail(str(e), EXIT_USAGE)
     except OSError as e:
         fail(f"cannot read {opt} {path}: {e.strerror or e}", EXIT_USAGE)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        fail(f"{opt} {path}: invalid JSON: {e}", EXIT_USAGE)
 
 
 def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return {dict: "an object", list: "a list", str: "a string"}.get(type(value), "null" if value is None else "?")
+    from openblip.tasks._common import json_kind
+
+    return json_kind(value)
 
 
 def _load_records(path: str, max_items: int | None) -> list[dict]:

@@ -57,16 +57,17 @@ def json_string_list(text: str, source: str | Path, what: str) -> list[str]:
     except json.JSONDecodeError as e:
         raise ValueError(f"{what} {source}: invalid JSON: {e}") from e
     if not isinstance(data, list):
-        raise ValueError(f"{what} {source} must hold a JSON list of strings, not {_json_kind(data)}")
+        raise ValueError(f"{what} {source} must hold a JSON list of strings, not {json_kind(data)}")
     bad = [i for i, x in enumerate(data) if not isinstance(x, str)]
     if bad:
         raise ValueError(
-            f"{what} {source} must hold a JSON list of strings; item {bad[0]} is {_json_kind(data[bad[0]])}"
+            f"{what} {source} must hold a JSON list of strings; item {bad[0]} is {json_kind(data[bad[0]])}"
         )
     return data
 
 
-def _json_kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """How a JSON value reads in an error message: 'a number', 'an object', 'null', ..."""
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, (int, float)):
