@@ -428,19 +428,9 @@ def retrieval(ann, image_root, model, device, dtype, batch_size, max_items, k_te
     _need(records, ann, _CAPTION_RECORD)
     _require_model(model, "retrieval")
     _check_image_root(image_root)
-    hook = _hook(lambda: RetrievalEval(records, image_root, k_test=k_test, batch_size=batch_size), ann)
+    hook = _hook(lambda: RetrievalEval(records, image_root, k_test=k_test, batch_size=batch_size, itc=True), ann)
     task = _load("openblip.tasks.retrieval.Retriever", model, device, dtype, batch_size)
-
-    def both(m: Any, *, step: int, epoch: int) -> dict[str, float]:
-        """RetrievalEval's ranking, run once; metrics of the re-ranked and of the ITC-only scores."""
-        from openblip.eval import retrieval_metrics
-
-        res = task.rank(hook.images, hook.texts, k=hook.k_test, clean=False)
-        itc = retrieval_metrics(res.cosine, res.cosine.T, hook.txt2img, hook.img2txt)
-        ranked = retrieval_metrics(res.i2t, res.t2i, hook.txt2img, hook.img2txt)
-        return {**ranked, **{f"itc_{k}": v for k, v in itc.items()}}
-
-    metrics = _run_hook(both, task.model)
+    metrics = _run_hook(hook, task.model)
     _emit({**metrics, "n_images": len(hook.images), "n_texts": len(hook.texts), "k": k_test})
 
 

@@ -58,7 +58,10 @@ class EvalHook:
 
 
 class RetrievalEval(EvalHook):
-    """Image-text retrieval R@1/5/10 on a ``{"image", "caption": [...]}`` split (COCO/Flickr val/test format)."""
+    """Image-text retrieval R@1/5/10 on a ``{"image", "caption": [...]}`` split (COCO/Flickr val/test format).
+
+    ``itc=True`` also returns the metrics of the same ranking before ITM re-ranking (ITC cosine), as ``itc_*``.
+    """
 
     name = "retrieval"
 
@@ -70,11 +73,13 @@ class RetrievalEval(EvalHook):
         k_test: int = 256,
         max_items: int | None = None,
         batch_size: int = 64,
+        itc: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         from openblip.data.datasets import CaptionEvalDataset
 
+        self.itc = bool(itc)
         ds = CaptionEvalDataset(ann_file, image_root, transform=None)
         n_img = len(ds) if max_items is None else min(len(ds), int(max_items))
         self.images = [_join(image_root, p) for p in ds.image[:n_img]]
@@ -92,7 +97,11 @@ class RetrievalEval(EvalHook):
 
         retriever = Retriever(model, batch_size=self.batch_size)
         result = retriever.rank(self.images, self.texts, k=self.k_test, clean=False)
-        return retrieval_metrics(result.i2t, result.t2i, self.txt2img, self.img2txt)
+        metrics = retrieval_metrics(result.i2t, result.t2i, self.txt2img, self.img2txt)
+        if self.itc:
+            itc = retrieval_metrics(result.cosine, result.cosine.T, self.txt2img, self.img2txt)
+            metrics.update({f"itc_{k}": v for k, v in itc.items()})
+        return metrics
 
 
 class VQARankEval(EvalHook):
