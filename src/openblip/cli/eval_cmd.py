@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -536,23 +534,17 @@ def vqa(ctx, ann, image_root, model, device, dtype, batch_size, max_items, answe
         fail(str(e), EXIT_USAGE)
     _check_image_root(image_root)
     _check_output(results)
-    with tempfile.TemporaryDirectory(prefix="openblip-eval-vqa-") as tmp:
-        result_file = results or os.path.join(tmp, "vqa_result.json")
-        hook = _hook(
-            lambda: VQARankEval(
-                records, image_root, candidates, k_test=k_test, batch_size=batch_size, result_file=result_file
-            ),
-            ann,
-        )
-        task = _load("openblip.tasks.vqa.VQA", model, device, dtype, batch_size)
-        scores = _run_hook(hook, task.model)
-        if not has_answers:
-            click.echo(f"no ground-truth answers in {ann}: wrote the answers to {results}", err=True)
-            _emit({"n_questions": len(records)})
-        rows = json.loads(Path(result_file).read_text(encoding="utf-8"))
-    metrics = _run(lambda: _vqa_metrics([r["answer"] for r in rows], records))
-    metrics["acc"] = scores["acc"]  # VQARankEval's number (the same value)
-    _emit(metrics)
+    hook = _hook(
+        lambda: VQARankEval(records, image_root, candidates, k_test=k_test, batch_size=batch_size, result_file=results),
+        ann,
+    )
+    task = _load("openblip.tasks.vqa.VQA", model, device, dtype, batch_size)
+    _run_hook(hook, task.model)
+    if not has_answers:
+        click.echo(f"no ground-truth answers in {ann}: wrote the answers to {results}", err=True)
+        _emit({"n_questions": len(records)})
+    # the hook's accuracy, with the per-type breakdowns of the same answers
+    _emit(_run(lambda: _vqa_metrics(hook.predictions, records)))
 
 
 # ---- nlvr ------------------------------------------------------------------------------------------------------

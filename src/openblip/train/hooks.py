@@ -153,6 +153,7 @@ class VQARankEval(EvalHook):
 
         vqa = VQA(model, batch_size=self.batch_size)
         preds = vqa.answer(self.images, self.questions, method="rank", answer_list=self.answer_list, k_test=self.k_test)
+        self.predictions = preds  # the last call's answers, aligned with question_ids
         if self.result_file is not None:
             Path(self.result_file).parent.mkdir(parents=True, exist_ok=True)
             rows = [{"question_id": q, "answer": a} for q, a in zip(self.question_ids, preds)]
