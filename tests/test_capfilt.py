@@ -658,3 +658,34 @@ def test_shard_store_atomic_write(tmp_path):
     with pytest.raises(StageMismatchError):
         ShardStore(tmp_path / "s", {"a": 2}, "test")
     shutil.rmtree(tmp_path / "s")
+
+
+def test_web_annotations_are_parsed_and_hashed_once_while_unchanged(world, tmp_path, monkeypatch):
+    import os
+
+    import openblip.data.datasets as D
+
+    web = tmp_path / "web.json"
+    web.write_text(json.dumps([{"image": "a.png", "caption": "a red square"}]))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps([{"image": "b.png", "caption": "a blue circle"}]))
+    parses, hashes = [], []
+    real_load, real_hash = D.load_annotations, P.file_sha256
+    monkeypatch.setattr(D, "load_annotations", lambda spec: parses.append(spec) or real_load(spec))
+    monkeypatch.setattr(P, "file_sha256", lambda path: hashes.append(path) or real_hash(path))
+    cfg = _cfg(world, tmp_path / "run", web=str(web))
+    first = P.load_web(cfg)
+    first[0].captions.append("changed by a caller")  # callers get their own lists
+    assert [i.captions for i in P.load_web(cfg)] == [["a red square"]] and len(parses) == 1
+    assert P._annotation_digest(cfg.web) == P._annotation_digest(cfg.web) and len(hashes) == 1
+
+    web.write_text(json.dumps([{"image": "a.png", "caption": "a green triangle"}]))  # same size: mtime tells
+    os.utime(web, ns=(os.stat(web).st_atime_ns, os.stat(web).st_mtime_ns + 1_000_000))
+    assert [i.captions for i in P.load_web(cfg)] == [["a green triangle"]] and len(parses) == 2
+
+    # a list of files is identified by every file's content, not by the list's text
+    both = [str(web), str(other)]
+    before = P._annotation_digest(both)
+    other.write_text(json.dumps([{"image": "b.png", "caption": "a big blue circle"}]))
+    after = P._annotation_digest(both)
+    assert isinstance(before, list) and len(before) == 2 and before[0] == after[0] and before[1] != after[1]

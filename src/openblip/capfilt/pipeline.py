@@ -38,6 +38,7 @@ Corpus ``"image"`` paths are joined with their image root, as the original pre-t
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -90,25 +91,62 @@ def _captions_of(record: Mapping[str, Any], where: str) -> list[str]:
     return caps
 
 
-def load_web(cfg: CapFiltConfig) -> list[WebItem]:
-    """The web images in annotation order, records of the same image file merged (their captions in order; one
-    file is one image however its path is spelled: ``a.png``, ``./a.png``, ``ROOT/a.png``)."""
+def _annotation_files(spec: Any) -> list[str] | None:
+    """The files an annotation spec names (a path or a list of paths), or None for in-memory records."""
+    if isinstance(spec, (str, os.PathLike)):
+        spec = [spec]
+    if isinstance(spec, (list, tuple)) and spec and all(isinstance(p, (str, os.PathLike)) for p in spec):
+        return [os.fspath(p) for p in spec]
+    return None
+
+
+def _stat_key(files: Sequence[str]) -> tuple[tuple[str, int, int], ...] | None:
+    """``(absolute path, size, mtime_ns)`` of each file (None if one cannot be stat-ed): what the memos below key
+    on, so an edited annotation file is read and hashed again."""
+    try:
+        return tuple((os.path.abspath(f), st.st_size, st.st_mtime_ns) for f in files for st in [os.stat(f)])
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed_web(key: tuple[tuple[str, int, int], ...], image_root: str | None, where: str) -> tuple[tuple, ...]:
+    """The web list of the files in ``key``, as immutable rows (memoised: one parse per process, not one per
+    stage; a web corpus of millions of records takes minutes to parse)."""
+    return _parse_web([k[0] for k in key], image_root, where)
+
+
+def _parse_web(spec: Any, image_root: str | None, where: str) -> tuple[tuple, ...]:
     from openblip.data.datasets import load_annotations
 
-    if not cfg.web:
-        raise ValueError("no web annotations given (--web)")
-    items: list[WebItem] = []
+    rows: list[tuple[str, str, list[str], Any]] = []
     index: dict[str, int] = {}
-    for i, rec in enumerate(load_annotations(cfg.web)):
-        caps = _captions_of(rec, f"{cfg.web} record {i}")
+    for i, rec in enumerate(load_annotations(spec)):
+        caps = _captions_of(rec, f"{where} record {i}")
         image = str(rec["image"])
-        path = _join(cfg.image_root, image)
+        path = _join(image_root, image)
         key = os.path.normpath(os.path.abspath(path))
         if key not in index:
-            index[key] = len(items)
-            items.append(WebItem(len(items), image, path, [], rec.get("image_id")))
-        items[index[key]].captions.extend(caps)
-    return items
+            index[key] = len(rows)
+            rows.append((image, path, [], rec.get("image_id")))
+        rows[index[key]][2].extend(caps)
+    return tuple((image, path, tuple(caps), image_id) for image, path, caps, image_id in rows)
+
+
+def load_web(cfg: CapFiltConfig) -> list[WebItem]:
+    """The web images in annotation order, records of the same image file merged (their captions in order; one
+    file is one image however its path is spelled: ``a.png``, ``./a.png``, ``ROOT/a.png``). Annotation files are
+    parsed once per process while they are unchanged (size and modification time)."""
+    if not cfg.web:
+        raise ValueError("no web annotations given (--web)")
+    files = _annotation_files(cfg.web)
+    key = _stat_key(files) if files else None
+    where = str(cfg.web) if files is None or len(files) != 1 else files[0]
+    if key is not None:
+        rows = _parsed_web(key, cfg.image_root, where)
+    else:
+        rows = _parse_web(cfg.web, cfg.image_root, where)
+    return [WebItem(i, image, path, list(caps), image_id) for i, (image, path, caps, image_id) in enumerate(rows)]
 
 
 def load_clean(cfg: CapFiltConfig) -> list[dict[str, Any]]:
@@ -129,10 +167,20 @@ def _clean_root(cfg: CapFiltConfig) -> str | None:
     return cfg.clean_image_root if cfg.clean_image_root is not None else cfg.image_root
 
 
+@functools.lru_cache(maxsize=16)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
 def _annotation_digest(spec: Any) -> Any:
-    if isinstance(spec, (str, os.PathLike)) and os.path.isfile(spec):
-        return file_sha256(spec)
-    return str(spec)
+    """What identifies an annotation spec in the shard settings: the SHA-256 of its file (a list of them for a
+    list of files; memoised per process while a file is unchanged), or its text when it names no files."""
+    files = _annotation_files(spec)
+    key = _stat_key(files) if files else None
+    if key is None:
+        return str(spec)
+    digests = [_file_digest(*k) for k in key]
+    return digests[0] if isinstance(spec, (str, os.PathLike)) else digests
 
 
 def _model_identity(path: str) -> dict[str, Any]:
