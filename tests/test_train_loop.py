@@ -722,3 +722,29 @@ def test_resume_from_an_unreadable_checkpoint_is_one_line_naming_it(world, tmp_p
     assert "checkpoint_00000002.pt" in err[0]  # the way out: the next older checkpoint
     assert not [w for w in recwarn if "pickle" in str(w.message)]  # torch's warning about the bad file is dropped
     assert not (out / "model").exists()
+
+
+def test_every_task_and_eval_kind_the_settings_allow_is_dispatched(monkeypatch):
+    """`openblip train` validates `task` / `eval_kind` against recipes.TRAIN_TASKS / EVAL_KINDS; each must reach
+    its own objective / hook in the loop (a name added to one list but not the other would pass validation and
+    fail after the model was built)."""
+    from openblip.train import hooks, loop, objectives
+    from openblip.train.recipes import EVAL_KINDS, TRAIN_TASKS
+
+    def recorder(name):
+        return type(name, (), {"__init__": lambda self, *a, **k: None})
+
+    objective_names = ["PretrainObjective", "RetrievalObjective", "CaptionObjective", "VQAObjective", "NLVRObjective"]
+    for name in objective_names:
+        monkeypatch.setattr(objectives, name, recorder(name))
+    cfg = {"queue_size": 8, "alpha": 0.4}
+    built = [type(loop.build_objective({**cfg, "task": t}, model=None)).__name__ for t in TRAIN_TASKS]
+    assert sorted(built) == sorted(objective_names)
+
+    hook_names = ["RetrievalEval", "VQARankEval", "NLVREval", "CaptionLossEval", "CaptionMetricsEval"]
+    for name in hook_names:
+        monkeypatch.setattr(hooks, name, recorder(name))
+    made = [loop.build_eval_hooks({"eval_kind": k, "val_file": "v.json", "answer_list": "a.json"}) for k in EVAL_KINDS]
+    assert sorted(type(h[0]).__name__ for h in made) == sorted(hook_names) and all(len(h) == 1 for h in made)
+    with pytest.raises(loop.TrainingError, match="unknown eval_kind 'x'; known: retrieval"):
+        loop.build_eval_hooks({"eval_kind": "x", "val_file": "v.json"})

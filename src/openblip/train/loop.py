@@ -84,6 +84,7 @@ from openblip.train.data import GlobalBatchSampler, PerSampleSeeded, _mix
 from openblip.train.distributed import is_dist
 from openblip.train.objectives import MomentumQueues
 from openblip.train.optim import Schedule, build_optimizer
+from openblip.train.recipes import EVAL_KINDS, TRAIN_TASKS
 
 CRASH_EXIT_CODE = 86
 
@@ -259,7 +260,7 @@ def build_objective(config: Mapping[str, Any], model: BlipBase) -> nn.Module:
         return O.VQAObjective(model)
     if task == "nlvr":
         return O.NLVRObjective(model)
-    raise TrainingError(f"no objective for task {task!r}")
+    raise TrainingError(f"no objective for task {task!r}; known: {', '.join(TRAIN_TASKS)}")
 
 
 def objective_state(objective: nn.Module) -> dict[str, torch.Tensor]:
@@ -338,7 +339,7 @@ def build_eval_hooks(config: Mapping[str, Any], split: str = "val", out_dir: Pat
                 **common,
             )
         ]
-    raise TrainingError(f"unknown eval_kind {kind!r}")
+    raise TrainingError(f"unknown eval_kind {kind!r}; known: {', '.join(EVAL_KINDS)}")
 
 
 def _metric_value(record: Mapping[str, float], spec: str) -> float | None:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openblip.train.recipes import PATH_KEYS
+from openblip.train.recipes import EVAL_KINDS, PATH_KEYS, TRAIN_TASKS
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NONFINITE = 0, 1, 2, 3
 
@@ -164,11 +164,6 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         key, value = item.split("=", 1)
         out[key.strip()] = _parse_value(value)
     return out
-
-
-#: The tasks the trainer has objectives for.
-TRAIN_TASKS = ("pretrain", "retrieval", "caption", "vqa", "nlvr")
-EVAL_KINDS = ("retrieval", "vqa", "nlvr", "caption_loss", "caption")
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,11 @@ _ROOT_KEYS = ("vqa_root", "vg_root", "laion_path")
 #: Every config key :func:`resolve_paths` rewrites (a data path or root).
 PATH_KEYS = ("data_root", "ann_root", "image_root", "train_files", *_PATH_KEYS_SINGLE, *_ROOT_KEYS)
 
+#: The values of a recipe's ``task`` and ``eval_kind`` (``openblip.train.loop.build_objective`` and
+#: ``build_eval_hooks`` dispatch on them; ``openblip train`` validates settings against them before any work).
+TRAIN_TASKS = ("pretrain", "retrieval", "caption", "vqa", "nlvr")
+EVAL_KINDS = ("retrieval", "vqa", "nlvr", "caption_loss", "caption")
+
 #: Keys the trainer reads (:mod:`openblip.train.loop`, ``steps``, ``optim``, ``main``) that a recipe need not set:
 #: they are valid for every recipe, besides :data:`~openblip.train.recipes._common.BASE` and the recipe's own.
 OPTIONAL_KEYS = ("warmup_steps", "warmup_lr", "lr_decay_rate", "dist_timeout_min", "caption_loss_reduction", "out")
