@@ -468,3 +468,56 @@ def test_gallery_rank_inside_the_itm_top_k_is_the_reranked_rank(tmp_path):
     # ties (in the score and in the cosine) break on the index: deterministic
     order, reranked = t2i_order(torch.tensor([-100.0, 2.0, -100.0, 2.0]), torch.tensor([0.5, 0.0, 0.5, 0.9]))
     assert order == [1, 3, 0, 2] and reranked == {1, 3}
+
+
+def test_lm_all_captions_trains_the_lm_on_both_references_of_each_scene(tmp_path, monkeypatch):
+    """`lm_all_captions`: the LM loss is the mean of the LM losses of the caption ITC/ITM see and of the scene's
+    other reference, both flipped with the image; ITC and ITM are unchanged."""
+    from openblip.data.augment import swap_left_right
+    from openblip.demo.data import load_train, prepare_world
+    from openblip.demo.train import DemoPretrainObjective, build_pretrain_model, pretrain
+    from openblip.tokenizer import get_tokenizer
+
+    cfg = preset_config("quick", out=tmp_path, steps=2, text_dropout=0.0, lm_all_captions=True).replace(**TINY)
+    tok = get_tokenizer()
+
+    # the loss: one objective call with extra_lm == the separately computed LM losses
+    model = build_pretrain_model(cfg)
+    obj = DemoPretrainObjective(model, queue_size=32, momentum=0.0, alpha=0.0).train()
+    obj.use_queue, obj.use_itm = False, True
+    pixels = torch.randn(8, 3, 64, 64)
+    a = tok(["a small red circle"] * 4 + ["a large blue square left of a small green cross"] * 4, padding="longest")
+    b = tok(
+        ["there is a small red circle"] * 4 + ["a small green cross right of a large blue square"] * 4,
+        padding="longest",
+    )
+    out = obj(pixels, a["input_ids"], a["attention_mask"], generator=torch.Generator().manual_seed(0))
+    both = obj(
+        pixels,
+        a["input_ids"],
+        a["attention_mask"],
+        generator=torch.Generator().manual_seed(0),
+        extra_lm=(b["input_ids"], b["attention_mask"]),
+    )
+    embeds = model.encode_image(pixels)
+    lm_b = obj.lm_loss(embeds, b["input_ids"], b["attention_mask"])
+    torch.testing.assert_close(both["loss_lm"], (out["loss_lm"] + lm_b) / 2)
+    torch.testing.assert_close(both["loss_ita"], out["loss_ita"])
+    torch.testing.assert_close(both["loss"], both["loss_ita"] + both["loss_itm"] + both["loss_lm"])
+
+    # the loop: each extra caption is the same scene's other reference, flipped (left/right swapped) with the image
+    info, _ = prepare_world(tmp_path / "world", cfg.n_train, cfg.n_test, cfg.image_size, cfg.seed)
+    data = load_train(info)
+    refs = {frozenset(c) for c in data.captions} | {frozenset(swap_left_right(c)) for c in data.captions}
+    seen = []
+    real_forward = DemoPretrainObjective.forward
+
+    def spy(self, pixel_values, input_ids, attention_mask=None, alpha=None, generator=None, vqa=None, extra_lm=None):
+        first = tok.batch_decode(input_ids, skip_special_tokens=True)
+        extra = tok.batch_decode(extra_lm[0], skip_special_tokens=True)
+        seen.extend(frozenset(p) for p in zip(first, extra))
+        return real_forward(self, pixel_values, input_ids, attention_mask, alpha, generator, vqa, extra_lm)
+
+    monkeypatch.setattr(DemoPretrainObjective, "forward", spy)
+    pretrain(build_pretrain_model(cfg), cfg, data, lambda m: None)
+    assert len(seen) == 2 * cfg.batch_size and all(len(p) == 2 and p in refs for p in seen)

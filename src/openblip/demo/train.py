@@ -48,11 +48,16 @@ class DemoPretrainObjective(PretrainObjective):
         alpha: float | None = None,
         generator: torch.Generator | None = None,
         vqa: tuple | None = None,
+        extra_lm: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """As :meth:`PretrainObjective.forward`; with ``vqa = (vqa_model, question_ids, question_mask, answer_ids,
         answer_mask, n, weights)`` also ``loss_vqa`` (the :class:`VQAObjective` loss on the same images, whose ViT
         tokens are reused) is computed and added to ``loss``."""
         out, image_embeds = self.losses(pixel_values, input_ids, attention_mask, alpha, generator)
+        if extra_lm is not None:  # more captions of the same images for the LM: the mean of the two LM losses
+            lm = (out["loss_lm"] + self.lm_loss(image_embeds, *extra_lm)) / 2
+            out["loss"] = out["loss"] - out["loss_lm"] + lm
+            out["loss_lm"] = lm
         if vqa is not None:
             out["loss_vqa"] = joint_vqa_loss(image_embeds, *vqa, label_smoothing=self.label_smoothing)
             out["loss"] = out["loss"] + out["loss_vqa"]
@@ -146,6 +151,8 @@ def pretrain(model: BlipPretrain, cfg: DemoConfig, data: TrainData, log: Log) ->
     obj = DemoPretrainObjective(model, queue_size=queue_size, momentum=cfg.ema_momentum, alpha=cfg.alpha).train()
     params = [p for p in obj.parameters() if p.requires_grad]
     vqa_head = None
+    if cfg.joint_vqa and cfg.lm_all_captions:
+        raise ValueError("joint_vqa and lm_all_captions cannot be combined")
     if cfg.joint_vqa:
         # a BlipVQA sharing the ViT and the text encoder (its question encoder); its own answer decoder
         vqa_head = create_model(cfg.blip_config("vqa"))
@@ -166,7 +173,10 @@ def pretrain(model: BlipPretrain, cfg: DemoConfig, data: TrainData, log: Log) ->
     for step in range(cfg.steps):
         idx = sampler.take(cfg.batch_size)
         # one caption per scene and batch (scenes, not caption entries, are sampled): no scene appears twice
-        texts = [data.captions[i][int(torch.randint(len(data.captions[i]), (1,), generator=gen))] for i in idx]
+        picks = [int(torch.randint(len(data.captions[i]), (1,), generator=gen)) for i in idx]
+        texts = [data.captions[i][c] for i, c in zip(idx, picks)]
+        if cfg.lm_all_captions:  # the scene's other reference joins the LM (flipped with the image)
+            texts = [[t, data.captions[i][(c + 1) % len(data.captions[i])]] for t, i, c in zip(texts, idx, picks)]
         use_vqa = vqa_head is not None and step >= warm_itm
         if use_vqa:
             qs = [questions_of[i][int(torch.randint(len(questions_of[i]), (1,), generator=gen))] for i in idx]
@@ -185,6 +195,11 @@ def pretrain(model: BlipPretrain, cfg: DemoConfig, data: TrainData, log: Log) ->
             vqa_inputs = (vqa_head, qe["input_ids"], qe["attention_mask"], ae["input_ids"], ae["attention_mask"], n)
             vqa_inputs = (*vqa_inputs, weights)
             texts = [t[0] for t in texts]
+        extra_lm = None
+        if cfg.lm_all_captions:
+            extra = tok([t[1] for t in texts], padding="longest", truncation=True, max_length=30)
+            extra_lm = (extra["input_ids"], extra["attention_mask"])
+            texts = [t[0] for t in texts]
         enc = tok(texts, padding="longest", truncation=True, max_length=30)
         lr = lr_at(step, cfg.steps, cfg.lr, cfg.min_lr, warmup)
         _set_lr(opt, lr)
@@ -195,7 +210,15 @@ def pretrain(model: BlipPretrain, cfg: DemoConfig, data: TrainData, log: Log) ->
             obj.momentum, obj.use_queue = cfg.ema_momentum, True
             alpha = momentum_alpha(cfg.alpha, 0, step - warm, cfg.steps, ramp / cfg.steps)
         obj.use_itm = step >= warm_itm
-        out = obj(pixels, enc["input_ids"], enc["attention_mask"], alpha=alpha, generator=gen, vqa=vqa_inputs)
+        out = obj(
+            pixels,
+            enc["input_ids"],
+            enc["attention_mask"],
+            alpha=alpha,
+            generator=gen,
+            vqa=vqa_inputs,
+            extra_lm=extra_lm,
+        )
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         opt.step()

@@ -436,22 +436,30 @@ class PretrainObjective(MomentumQueues):
         else:
             loss_itm = image_feat.new_zeros(())
 
-        # LM: [DEC] first, pads unsupervised. The loss is a mean over supervised tokens, so the 30,524-way head is
-        # applied at those positions only (the same loss and gradients as over all positions, less time)
+        loss_lm = self.lm_loss(image_embeds, input_ids, attention_mask)
+        out = {"loss_ita": loss_ita, "loss_itm": loss_itm, "loss_lm": loss_lm, "loss": loss_ita + loss_itm + loss_lm}
+        return out, image_embeds
+
+    def lm_loss(
+        self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The LM loss of captions ``input_ids`` (``[CLS]`` first, replaced by ``[DEC]``) of images ``image_embeds``.
+
+        Pads are unsupervised. The loss is a mean over supervised tokens, so the 30,524-way head is applied at those
+        positions only (the same loss and gradients as over all positions, less time)."""
+        model = self.model
         decoder = model.text_decoder
+        input_ids = input_ids.to(image_embeds.device)
         hidden = decoder.bert(
             with_first_token(input_ids, "dec"),
-            attention_mask=attention_mask,
+            attention_mask=attention_mask.to(image_embeds.device),
             encoder_hidden_states=image_embeds,
             is_decoder=True,
         ).last_hidden_state
         targets = input_ids[:, 1:]
         keep = targets != model.config.text.pad_token_id
         logits = decoder.cls.predictions(hidden[:, :-1][keep])
-        loss_lm = F.cross_entropy(logits.float(), targets[keep], label_smoothing=self.label_smoothing)
-
-        out = {"loss_ita": loss_ita, "loss_itm": loss_itm, "loss_lm": loss_lm, "loss": loss_ita + loss_itm + loss_lm}
-        return out, image_embeds
+        return F.cross_entropy(logits.float(), targets[keep], label_smoothing=self.label_smoothing)
 
 
 class RetrievalObjective(MomentumQueues):
