@@ -38,7 +38,8 @@ def test_demo_end_to_end_tiny(tmp_path, monkeypatch):
     out = tmp_path / "demo"
     res = CliRunner().invoke(
         main,
-        ["demo", "--out", str(out), "--steps", "3", "--vqa-steps", "2", "--seed", "1", "--no-coco-metrics"],
+        ["demo", "--out", str(out), "--steps", "3", "--vqa-steps", "2", "--vit-steps", "2", "--seed", "1"]
+        + ["--no-coco-metrics"],
         catch_exceptions=False,
     )
     assert res.exit_code == 0, res.output
@@ -50,7 +51,9 @@ def test_demo_end_to_end_tiny(tmp_path, monkeypatch):
     for key in METRIC_KEYS:
         if key not in ("bleu4", "cider"):  # skipped with --no-coco-metrics
             assert isinstance(metrics[key], (int, float)), key
-    assert metrics["train_steps"] == 5 and metrics["pretrain_steps"] == 3 and metrics["vqa_steps"] == 2
+    assert metrics["train_steps"] == 7 and metrics["pretrain_steps"] == 3 and metrics["vqa_steps"] == 2
+    assert metrics["vit_steps"] == 2 and 0 <= metrics["vit_final_shape_acc"] <= 1
+    assert "2 supervised ViT steps + 3 pre-training steps" in res.stdout
     assert 0 <= metrics["itc_i2t_r1"] <= metrics["itc_i2t_r5"] <= 1
     assert metrics["n_retrieval"] == 20
     for name in ("gallery.png", "gallery.html", "world/world.json"):
@@ -319,6 +322,8 @@ def test_demo_cli_presets(tmp_path, stub_run):
         res = _demo("--out", str(tmp_path / "o"), *flags)
         assert res.exit_code == 0, res.output
         assert stub_run[-1].preset == preset
+        assert stub_run[-1].vit_steps == (600 if preset == "default" else 0)
+    assert _demo("--out", str(tmp_path / "o"), "--vit-steps", "0").exit_code == 0 and stub_run[-1].vit_steps == 0
 
 
 def test_demo_cli_quick_and_long_conflict(tmp_path, stub_run):
@@ -521,3 +526,43 @@ def test_lm_all_captions_trains_the_lm_on_both_references_of_each_scene(tmp_path
     monkeypatch.setattr(DemoPretrainObjective, "forward", spy)
     pretrain(build_pretrain_model(cfg), cfg, data, lambda m: None)
     assert len(seen) == 2 * cfg.batch_size and all(len(p) == 2 and p in refs for p in seen)
+
+
+def test_object_pooling_covers_each_object_and_mirrors_with_the_flip():
+    from openblip.demo.train import object_pooling
+
+    objects = [(0.25, 0.5, 0.09, 2, 3, 0), (0.7, 0.3, 0.15, 4, 1, 1)]
+    weights, labels = object_pooling(objects, grid=8, flipped=False)
+    assert weights.shape == (2, 64) and labels.tolist() == [[2, 3, 0], [4, 1, 1]]
+    torch.testing.assert_close(weights.sum(1), torch.ones(2))
+    grid = weights.view(2, 8, 8)
+    assert grid[0, 4, 2] > 0 and grid[1, 2, 5] > 0  # the patches under the centres (row = y, column = x)
+    assert grid[0, :, 5:].sum() == 0 and grid[1, :, :3].sum() == 0  # nothing from the other object's side
+    mirrored, _ = object_pooling(objects, grid=8, flipped=True)
+    torch.testing.assert_close(mirrored.view(2, 8, 8), grid.flip(-1))
+    tiny, _ = object_pooling([(0.5, 0.5, 0.01, 0, 0, 0)], grid=8, flipped=False)  # smaller than a patch centre gap
+    assert tiny.sum() == 1 and int((tiny > 0).sum()) == 1
+
+
+def test_supervised_vit_stage_uses_each_scenes_own_objects(tmp_path):
+    from openblip.data.synthetic import COLORS, SHAPES
+    from openblip.demo.data import load_train, prepare_world
+    from openblip.demo.train import build_pretrain_model, pretrain_vit
+
+    cfg = preset_config("quick", out=tmp_path, vit_steps=3).replace(**TINY)
+    info, _ = prepare_world(tmp_path / "world", cfg.n_train, cfg.n_test, cfg.image_size, cfg.seed)
+    data = load_train(info)
+    assert len(data.objects) == len(data.captions)
+    for objs, caps in zip(data.objects, data.captions):  # the objects are the ones the captions name
+        words = caps[0].split()
+        assert sorted(SHAPES[o[3]] for o in objs) == sorted(w for w in words if w in SHAPES)
+        assert sorted(list(COLORS)[o[4]] for o in objs) == sorted(w for w in words if w in COLORS)
+
+    model = build_pretrain_model(cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    lines = []
+    stats = pretrain_vit(model, cfg, data, lines.append)
+    assert stats["steps"] == 3 and len(lines) == 3 and stats["final_loss_vit"] > 0
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(before[k], v)}
+    assert changed and all(k.startswith("visual_encoder.") for k in changed)  # only the ViT (heads discarded)
+    assert pretrain_vit(model, cfg.replace(vit_steps=0), data, lines.append) == {"steps": 0, "seconds": 0.0}

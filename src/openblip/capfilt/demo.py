@@ -131,9 +131,10 @@ class CapFiltDemoConfig:
             # the schedule the CapFilt numbers in the README were measured with: ITC in-batch for 20% of the steps
             # (at most 100), then the original ITC with its queue, and ITM from then on; the ViT's position
             # embedding starts from timm's random init; the original's text dropout 0.1 (a queue from scratch without
-            # it collapsed, see the demo's README section)
+            # it collapsed, see the demo's README section) and no supervised ViT stage
             **{
                 "text_dropout": 0.1,
+                "vit_steps": 0,
                 "itc_warmup_frac": 0.2,
                 "itc_warmup_max": 100,
                 "itm_warmup_frac": None,

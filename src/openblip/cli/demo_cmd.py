@@ -26,6 +26,12 @@ from openblip.cli import EXIT_OK, EXIT_USAGE, fail, main
 )
 @click.option("--vqa-steps", default=None, type=click.IntRange(min=0), help="VQA fine-tuning steps.")
 @click.option(
+    "--vit-steps",
+    default=None,
+    type=click.IntRange(min=0),
+    help="Steps of the supervised ViT stage before pre-training (default preset 600, --quick 0).",
+)
+@click.option(
     "--seed",
     default=0,
     show_default=True,
@@ -37,7 +43,7 @@ from openblip.cli import EXIT_OK, EXIT_USAGE, fail, main
 )
 @click.option("--no-coco-metrics", is_flag=True, help="Skip BLEU/CIDEr (they need Java).")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json instead of the table.")
-def demo(out, quick, long_, steps, vqa_steps, seed, threads, no_coco_metrics, as_json):
+def demo(out, quick, long_, steps, vqa_steps, vit_steps, seed, threads, no_coco_metrics, as_json):
     """Pre-train a small BLIP (ITC + ITM + LM) from scratch on CPU, fine-tune VQA, evaluate on held-out scenes.
 
     \b
@@ -62,6 +68,7 @@ def demo(out, quick, long_, steps, vqa_steps, seed, threads, no_coco_metrics, as
             out=out,
             steps=steps,
             vqa_steps=vqa_steps,
+            vit_steps=vit_steps,
             seed=seed,
             threads=threads or None,
             coco_metrics=not no_coco_metrics,

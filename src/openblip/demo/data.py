@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import torch
 
 from openblip.data.augment import swap_left_right
 from openblip.data.datasets import VQADataset
-from openblip.data.synthetic import WorldInfo, generate_world, load_world
+from openblip.data.synthetic import COLORS, SHAPES, SIZES, Scene, WorldInfo, generate_world, load_world
 from openblip.image import ImageLoadError
 from openblip.text import pre_caption, pre_question
 from openblip.transforms import preprocess
@@ -134,6 +134,9 @@ class TrainData:
     vqa_question: list[str]
     vqa_answers: list[list[str]]
     vqa_weights: list[list[float]]
+    # per scene: its objects as (x, y, radius, shape index, colour index, size index) (openblip.data.synthetic's
+    # SHAPES / COLORS / SIZES orders), from scenes_train.json; used only by the supervised ViT stage
+    objects: list[list[tuple[float, float, float, int, int, int]]] = field(default_factory=list)
 
 
 @dataclass
@@ -172,6 +175,7 @@ def load_train(info: WorldInfo) -> TrainData:
     if not paths:
         raise WorldDataError(f"{_path(info, 'caption_train')} lists no images")
     pixels = _load_pixels(root, paths, info.image_size)
+    objects = _scene_objects(info, paths)
     vqa = _read(info, "vqa_train")
     with _reading(_path(info, "vqa_train")):
         weights = [VQADataset.answers_and_weights(q) for q in vqa]
@@ -182,7 +186,23 @@ def load_train(info: WorldInfo) -> TrainData:
             vqa_question=[pre_question(q["question"]) for q in vqa],
             vqa_answers=[w[0] for w in weights],
             vqa_weights=[w[1] for w in weights],
+            objects=objects,
         )
+
+
+def _scene_objects(info: WorldInfo, paths: list[str]) -> list[list[tuple[float, float, float, int, int, int]]]:
+    """The objects of the scenes ``paths`` (see :attr:`TrainData.objects`)."""
+    specs = _read(info, "scenes_train")
+    with _reading(_path(info, "scenes_train")):
+        by_image = {e["image"]: Scene.from_dict(e) for e in specs}
+        colours, sizes = list(COLORS), list(SIZES)
+        return [
+            [
+                (o.x, o.y, o.radius, SHAPES.index(o.shape), colours.index(o.color), sizes.index(o.size))
+                for o in by_image[p].objects
+            ]
+            for p in paths
+        ]
 
 
 def load_test(info: WorldInfo, n_retrieval: int) -> TestData:

@@ -51,7 +51,8 @@ def metrics_table(result: dict[str, Any]) -> str:
     cfg = result.get("config", {})
     lines.append("-" * len(lines[0]))
     lines.append(
-        f"training: {result.get('pretrain_steps')} pre-training steps + {result.get('vqa_steps')} VQA steps in "
+        f"training: {_vit_part(result)}{result.get('pretrain_steps')} pre-training steps + {result.get('vqa_steps')} "
+        f"VQA steps in "
         f"{result.get('train_seconds', 0) / 60:.1f} min on {result.get('machine', {}).get('threads')} threads "
         f"({result.get('pretrain_steps_per_second', 0):.2f} pre-training steps/s); seed {cfg.get('seed')}; "
         f"retrieval over {result.get('n_retrieval')} distinct captions, "
@@ -90,6 +91,11 @@ def _has_glyph(font: Any, ch: str) -> bool:
         return "DejaVu" in str(getattr(font, "path", ""))
     except Exception:  # noqa: BLE001
         return False
+
+
+def _vit_part(result: dict[str, Any]) -> str:
+    """``"N supervised ViT steps + "`` when the run had that stage, else ``""``."""
+    return f"{result['vit_steps']} supervised ViT steps + " if result.get("vit_steps") else ""
 
 
 def _wrap(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> list[str]:
@@ -220,7 +226,8 @@ def _headline(result: dict[str, Any]) -> tuple[str, str]:
     cfg = result.get("config", {})
     title = "openblip demo: a small BLIP pre-trained from scratch on a CPU"
     sub = (
-        f"{result.get('pretrain_steps')} pre-training steps (ITC + ITM + LM) + {result.get('vqa_steps')} VQA steps, "
+        f"{_vit_part(result)}{result.get('pretrain_steps')} pre-training steps (ITC + ITM + LM) + "
+        f"{result.get('vqa_steps')} VQA steps, "
         f"{result.get('train_seconds', 0) / 60:.1f} min on {result.get('machine', {}).get('threads')} CPU threads, "
         f"seed {cfg.get('seed')}. Held-out scenes: caption exact {_fmt(result.get('caption_exact'))}, "
         f"ITC R@1 {_fmt(result.get('itc_i2t_r1'))}/{_fmt(result.get('itc_t2i_r1'))}, "

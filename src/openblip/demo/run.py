@@ -15,7 +15,7 @@ import torch
 from openblip.demo import evaluate as ev
 from openblip.demo.data import prepare_data
 from openblip.demo.settings import METRIC_KEYS, DemoConfig
-from openblip.demo.train import build_pretrain_model, finetune_vqa, pretrain, task_model
+from openblip.demo.train import build_pretrain_model, finetune_vqa, pretrain, pretrain_vit, task_model
 
 
 def baselines(info_baselines: dict[str, Any], test_n_retrieval: int, extra: dict[str, Any]) -> dict[str, Any]:
@@ -82,6 +82,12 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = ev.log_to_stderr) -> 
 
     model = build_pretrain_model(cfg)
     n_params = sum(p.numel() for p in model.parameters())
+    if cfg.vit_steps > 0:
+        log(
+            f"supervised ViT stage (the demo's stand-in for BLIP's ImageNet-trained ViT): {cfg.vit_steps} steps of "
+            f"{cfg.batch_size} scenes, naming each object's shape, colour and size"
+        )
+    vit_stats = pretrain_vit(model, cfg, train_data, log)
     log(
         f"pre-training a BLIP of {n_params / 1e6:.1f}M parameters from scratch: {cfg.steps} steps of {cfg.batch_size} "
         f"({cfg.describe_objective()}), "
@@ -91,7 +97,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = ev.log_to_stderr) -> 
     vqa_model = pre_stats.pop("vqa_model", None) or task_model(model, cfg, "vqa")
     log(f"fine-tuning VQA from the pre-trained weights: {cfg.vqa_steps} steps of {cfg.vqa_batch_size}")
     vqa_stats = finetune_vqa(vqa_model, cfg, train_data, log)
-    train_seconds = pre_stats["seconds"] + vqa_stats["seconds"]
+    train_seconds = vit_stats["seconds"] + pre_stats["seconds"] + vqa_stats["seconds"]
 
     # model/: the captioner (`openblip caption --model OUT/model`), retrieval_model/ (`openblip match`/`rank`),
     # vqa_model/ (`openblip vqa`), pretrain_model/ (every pre-trained tensor, to continue training)
@@ -120,12 +126,15 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = ev.log_to_stderr) -> 
             extra["prior_bleu4"], extra["prior_cider"] = prior["bleu4"], prior["cider"]
     t_eval = time.perf_counter() - t
 
-    metrics["train_steps"] = int(pre_stats["steps"] + vqa_stats["steps"])
+    metrics["train_steps"] = int(vit_stats["steps"] + pre_stats["steps"] + vqa_stats["steps"])
     metrics["train_seconds"] = float(train_seconds)
     base = baselines(info.baselines, len(test_data.retrieval_index), extra)
     result = {k: metrics.get(k) for k in METRIC_KEYS}
     result.update(
         {
+            "vit_steps": vit_stats["steps"],
+            "vit_seconds": vit_stats["seconds"],
+            "vit_final_shape_acc": vit_stats.get("final_shape_acc"),
             "pretrain_steps": pre_stats["steps"],
             "vqa_steps": vqa_stats["steps"],
             "pretrain_seconds": pre_stats["seconds"],

@@ -65,6 +65,11 @@ class DemoConfig:
     pos_init: str = "sincos"
     pos_init_scale: float = 1.0  # multiplies the sine-cosine table
 
+    # the supervised ViT stage before pre-training (openblip.demo.train.pretrain_vit; 0: none): naming each object's
+    # shape, colour and size from the patch tokens under it. BLIP starts from an ImageNet-trained ViT; from random
+    # weights the demo's ViT learns colour and size but not shape in the pre-training budgets (README)
+    vit_steps: int = 0
+
     # pre-training (ITC + ITM + LM, PretrainObjective)
     steps: int = 800
     batch_size: int = 64
@@ -210,6 +215,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "itc_warmup_max": None,
         "itm_warmup_frac": 0.075,
         "text_dropout": 0.0,
+        # seed 0: caption exact 0.150 against 0.109-0.122 without the stage, ITC R@1 0.58 / 0.56 against 0.40 / 0.37,
+        # in one more minute
+        "vit_steps": 600,
     },
     "long": {"steps": 3000, "vqa_steps": 1200},
 }
