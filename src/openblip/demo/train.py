@@ -1,5 +1,7 @@
 """The demo's training: a compact step-budgeted loop over the library's objectives.
 
+* Supervised ViT stage (:func:`pretrain_vit`, default preset only): the ViT alone names each object's shape, colour
+  and size from the patch tokens under it, as BLIP starts from an ImageNet-trained ViT instead of random weights.
 * Pre-training: :class:`openblip.train.objectives.PretrainObjective` (ITC with momentum distillation and a
   feature queue, ITM with in-batch hard negatives, LM with label smoothing; ``loss = loss_ita + loss_itm +
   loss_lm``), its ``use_queue``/``use_itm`` switches set per step for the from-scratch phases
