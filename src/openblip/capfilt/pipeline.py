@@ -109,7 +109,7 @@ def _stat_key(files: Sequence[str]) -> tuple[tuple[str, int, int], ...] | None:
         return None
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=1)  # one web corpus per run; a second spec evicts the first (memory)
 def _parsed_web(key: tuple[tuple[str, int, int], ...], image_root: str | None, where: str) -> tuple[tuple, ...]:
     """The web list of the files in ``key``, as immutable rows (memoised: one parse per process, not one per
     stage; a web corpus of millions of records takes minutes to parse)."""
