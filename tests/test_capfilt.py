@@ -605,22 +605,11 @@ def test_demo_synthetic_correct_is_null_when_no_synthetic_caption_is_kept(tmp_pa
     assert fm["synthetic_correct"] is None and fm["synthetic_correct_before_filter"] == 0.5
     assert json.loads(json.dumps(fm))["synthetic_correct"] is None
 
-    from openblip.capfilt.demo import _bar  # the bars of run_demo
+    from openblip.capfilt.demo import TABLE_METRICS, _bar  # the bars of run_demo
 
     bar = _bar(fm["synthetic_correct"], 0.9)
     assert bar == {"value": None, "min": 0.9, "holds": False}
-    model = dict.fromkeys(
-        (
-            "itc_i2t_r1",
-            "itc_t2i_r1",
-            "itc_i2t_r5",
-            "itc_t2i_r5",
-            "caption_exact",
-            "caption_token_acc",
-            "itm_hardneg_acc",
-        ),
-        0.5,
-    )
+    model = dict.fromkeys(TABLE_METRICS, 0.5)
     result = {
         **{k: fm[k] for k in ("filter_wrong_removed", "filter_correct_kept", "synthetic_correct")},
         "filter": fm,

@@ -390,6 +390,18 @@ def _pretrain(name: str, dcfg: Any, data: Any, folder: Path, log: Log) -> tuple[
     return model.eval(), stats
 
 
+#: The held-out metrics :func:`metrics_table` compares between the noisy and the bootstrapped model.
+TABLE_METRICS = (
+    "itc_i2t_r1",
+    "itc_t2i_r1",
+    "itc_i2t_r5",
+    "itc_t2i_r5",
+    "caption_exact",
+    "caption_token_acc",
+    "itm_hardneg_acc",
+)
+
+
 def evaluate_model(model: Any, dcfg: Any, test: Any, log: Log) -> dict[str, Any]:
     """Held-out metrics with :mod:`openblip.demo.evaluate` (fractions in [0, 1])."""
     from openblip.demo import evaluate as ev
@@ -614,15 +626,7 @@ def metrics_table(result: dict[str, Any]) -> str:
         "",
         f"{'held-out metric':<22}{'noisy':>10}{'bootstrapped':>14}",
     ]
-    for k in (
-        "itc_i2t_r1",
-        "itc_t2i_r1",
-        "itc_i2t_r5",
-        "itc_t2i_r5",
-        "caption_exact",
-        "caption_token_acc",
-        "itm_hardneg_acc",
-    ):
+    for k in TABLE_METRICS:
         lines.append(f"{k:<22}{result['noisy_model'][k]:>10.3f}{result['bootstrapped_model'][k]:>14.3f}")
     lines.append("")
     for name, bar in result["bars"].items():
