@@ -141,11 +141,10 @@ def load_web(cfg: CapFiltConfig) -> list[WebItem]:
         raise ValueError("no web annotations given (--web)")
     files = _annotation_files(cfg.web)
     key = _stat_key(files) if files else None
-    where = str(cfg.web) if files is None or len(files) != 1 else files[0]
     if key is not None:
-        rows = _parsed_web(key, cfg.image_root, where)
+        rows = _parsed_web(key, cfg.image_root, str(cfg.web))
     else:
-        rows = _parse_web(cfg.web, cfg.image_root, where)
+        rows = _parse_web(cfg.web, cfg.image_root, str(cfg.web))
     return [WebItem(i, image, path, list(caps), image_id) for i, (image, path, caps, image_id) in enumerate(rows)]
 
 
