@@ -444,7 +444,8 @@ def _pretrain(
         model.visual_encoder.load_state_dict(load_file(str(vit)))
     n = sum(len(c) for c in data.captions)
     log(
-        f"[{name}] pre-training from scratch: {dcfg.steps} steps of {dcfg.batch_size} on {len(data.captions)} images "
+        f"[{name}] pre-training ({'ViT from the supervised stage' if vit else 'from scratch'}): {dcfg.steps} steps of "
+        f"{dcfg.batch_size} on {len(data.captions)} images "
         f"({n} captions)"
     )
     stats = pretrain(model, dcfg, data, lambda m: log(f"[{name}] {m}"))
