@@ -103,6 +103,41 @@ def test_demo_vqa_questions_per_image(tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in vqa.state_dict().items())
 
 
+@pytest.mark.parametrize("scale", [0.0, 0.5])
+def test_demo_vqa_vit_lr_scale(tmp_path, monkeypatch, scale):
+    """`vqa_vit_lr_scale` 0 leaves the ViT exactly as it was (and out of the optimiser) while the rest trains; a
+    positive scale gives the ViT that multiple of the scheduled learning rate at every step."""
+    import openblip.demo.train as T
+    from openblip.demo.data import load_train, prepare_world
+
+    cfg = preset_config("quick", out=tmp_path, vqa_steps=2, vqa_vit_lr_scale=scale).replace(**TINY)
+    info, _ = prepare_world(tmp_path / "world", cfg.n_train, cfg.n_test, cfg.image_size, cfg.seed)
+    vqa = create_model(cfg.blip_config("vqa"))
+    before = {k: v.clone() for k, v in vqa.state_dict().items()}
+    seen = []
+    set_lr = T._set_lr
+
+    def spy(opt, lr):
+        set_lr(opt, lr)
+        seen.append((lr, [(g["lr"], len(g["params"])) for g in opt.param_groups]))
+
+    monkeypatch.setattr(T, "_set_lr", spy)
+    T.finetune_vqa(vqa, cfg, load_train(info), lambda m: None)
+    after = vqa.state_dict()
+    vit = [k for k in after if k.startswith("visual_encoder.")]
+    rest = [k for k in after if not k.startswith("visual_encoder.")]
+    assert vit and any(not torch.equal(before[k], after[k]) for k in rest)
+    n_vit = len(list(vqa.visual_encoder.parameters()))
+    assert len(seen) == 2
+    for lr, groups in seen:
+        if scale == 0.0:
+            assert len(groups) == 1 and all(torch.equal(before[k], after[k]) for k in vit)
+        else:
+            assert groups[0][0] == lr and groups[1] == (lr * scale, n_vit)
+    if scale:
+        assert any(not torch.equal(before[k], after[k]) for k in vit)
+
+
 def test_flip_batch_keeps_texts_true():
     pixels = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
     texts = ["a red circle left of a blue square", ["what is right of the red circle?", "square"]]

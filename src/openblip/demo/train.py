@@ -99,8 +99,9 @@ def lr_at(step: int, total: int, lr: float, min_lr: float = 0.0, warmup: int = 0
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate to ``lr`` times the group's ``lr_scale`` (1 when absent)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def build_pretrain_model(cfg: DemoConfig) -> BlipPretrain:
@@ -345,9 +346,15 @@ def finetune_vqa(vqa: BlipVQA, cfg: DemoConfig, data: TrainData, log: Log) -> di
     tok = get_tokenizer()
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     obj = VQAObjective(vqa).train()
-    opt = torch.optim.AdamW(
-        [p for p in vqa.parameters() if p.requires_grad], lr=cfg.vqa_lr, weight_decay=cfg.weight_decay
-    )
+    scale = float(cfg.vqa_vit_lr_scale)
+    vit = {id(p) for p in vqa.visual_encoder.parameters()}
+    if scale == 0.0:  # frozen: no gradient, no update, and no backward pass through the ViT
+        for p in vqa.visual_encoder.parameters():
+            p.requires_grad_(False)
+    groups = [{"params": [p for p in vqa.parameters() if p.requires_grad and id(p) not in vit]}]
+    if scale > 0.0:
+        groups.append({"params": list(vqa.visual_encoder.parameters()), "lr_scale": scale})
+    opt = torch.optim.AdamW(groups, lr=cfg.vqa_lr, weight_decay=cfg.weight_decay)
     per_image = max(1, int(cfg.vqa_questions_per_image))
     questions_of: dict[int, list[int]] = {}
     for q, i in enumerate(data.vqa_image):
