@@ -51,8 +51,9 @@ def demo(out, quick, long_, steps, vqa_steps, vit_steps, seed, threads, no_coco_
     `openblip caption --model OUT/model OUT/world/images/test/`), retrieval_model/ (`openblip match`,
     `openblip rank`), vqa_model/ (`openblip vqa --method rank --answers OUT/world/annotations/answer_list.json`),
     pretrain_model/ (every pre-trained tensor), metrics.json, gallery.png and gallery.html.
-    Progress goes to stderr, the metrics table to stdout. Budgets (2 CPU cores): default 800 pre-training steps
-    + 900 VQA steps (about 9 minutes of training); --quick 300 + 250 (about 3); --long 3000 + 1200.
+    Progress goes to stderr, the metrics table to stdout. Budgets (2 CPU cores): default 600 supervised ViT
+    steps + 800 pre-training steps + 1500 VQA steps (about 10 minutes of training); --quick 300 + 250 (about 3);
+    --long 3000 + 1200.
     """
     if quick and long_:
         fail("--quick and --long cannot be combined; give at most one", EXIT_USAGE)
