@@ -52,7 +52,7 @@ def demo(out, quick, long_, steps, vqa_steps, vit_steps, seed, threads, no_coco_
     `openblip rank`), vqa_model/ (`openblip vqa --method rank --answers OUT/world/annotations/answer_list.json`),
     pretrain_model/ (every pre-trained tensor), metrics.json, gallery.png and gallery.html.
     Progress goes to stderr, the metrics table to stdout. Budgets (2 CPU cores): default 600 supervised ViT
-    steps + 800 pre-training steps + 1500 VQA steps (about 10 minutes of training); --quick 300 + 250 (about 3);
+    steps + 800 pre-training steps + 1500 VQA steps (about 11 minutes of training); --quick 300 + 250 (about 3);
     --long 3000 + 1200.
     """
     if quick and long_:
