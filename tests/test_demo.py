@@ -136,6 +136,15 @@ def test_demo_vqa_vit_lr_scale(tmp_path, monkeypatch, scale):
             assert groups[0][0] == lr and groups[1] == (lr * scale, n_vit)
     if scale:
         assert any(not torch.equal(before[k], after[k]) for k in vit)
+    assert all(p.requires_grad for p in vqa.visual_encoder.parameters())  # frozen for the fine-tuning only
+
+
+def test_demo_vqa_vit_lr_scale_must_not_be_negative(tmp_path):
+    from openblip.demo.train import finetune_vqa
+
+    cfg = preset_config("quick", out=tmp_path, vqa_steps=1, vqa_vit_lr_scale=-0.5).replace(**TINY)
+    with pytest.raises(ValueError, match="vqa_vit_lr_scale"):
+        finetune_vqa(create_model(cfg.blip_config("vqa")), cfg, None, lambda m: None)
 
 
 def test_flip_batch_keeps_texts_true():

@@ -347,6 +347,8 @@ def finetune_vqa(vqa: BlipVQA, cfg: DemoConfig, data: TrainData, log: Log) -> di
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     obj = VQAObjective(vqa).train()
     scale = float(cfg.vqa_vit_lr_scale)
+    if not scale >= 0.0:
+        raise ValueError(f"vqa_vit_lr_scale must be >= 0 (0 freezes the ViT), got {cfg.vqa_vit_lr_scale!r}")
     vit = {id(p) for p in vqa.visual_encoder.parameters()}
     if scale == 0.0:  # frozen: no gradient, no update, and no backward pass through the ViT
         for p in vqa.visual_encoder.parameters():
@@ -411,5 +413,7 @@ def finetune_vqa(vqa: BlipVQA, cfg: DemoConfig, data: TrainData, log: Log) -> di
         loss = float(out["loss"].detach())
         last = (last + [loss])[-max(1, cfg.log_every) :]
         progress.update(step, {"loss_vqa": loss}, lr)
+    for p in vqa.visual_encoder.parameters():  # a frozen ViT is frozen for this fine-tuning only
+        p.requires_grad_(True)
     vqa.eval()
     return {"steps": cfg.vqa_steps, "seconds": progress.seconds, "final_loss_vqa": sum(last) / len(last)}
