@@ -139,6 +139,21 @@ def test_demo_vqa_vit_lr_scale(tmp_path, monkeypatch, scale):
     assert all(p.requires_grad for p in vqa.visual_encoder.parameters())  # frozen for the fine-tuning only
 
 
+def test_demo_vqa_frozen_vit_keeps_parameters_frozen_before(tmp_path):
+    """Freezing the ViT for VQA fine-tuning unfreezes afterwards only what it froze, not a parameter the caller had
+    frozen before."""
+    from openblip.demo.data import load_train, prepare_world
+    from openblip.demo.train import finetune_vqa
+
+    cfg = preset_config("quick", out=tmp_path, vqa_steps=1, vqa_vit_lr_scale=0.0).replace(**TINY)
+    info, _ = prepare_world(tmp_path / "world", cfg.n_train, cfg.n_test, cfg.image_size, cfg.seed)
+    vqa = create_model(cfg.blip_config("vqa"))
+    first, *rest = vqa.visual_encoder.parameters()
+    first.requires_grad_(False)
+    finetune_vqa(vqa, cfg, load_train(info), lambda m: None)
+    assert not first.requires_grad and all(p.requires_grad for p in rest)
+
+
 def test_demo_vqa_vit_lr_scale_must_not_be_negative(tmp_path):
     from openblip.demo.train import finetune_vqa
 

@@ -350,9 +350,10 @@ def finetune_vqa(vqa: BlipVQA, cfg: DemoConfig, data: TrainData, log: Log) -> di
     if not scale >= 0.0:
         raise ValueError(f"vqa_vit_lr_scale must be >= 0 (0 freezes the ViT), got {cfg.vqa_vit_lr_scale!r}")
     vit = {id(p) for p in vqa.visual_encoder.parameters()}
-    if scale == 0.0:  # frozen: no gradient, no update, and no backward pass through the ViT
-        for p in vqa.visual_encoder.parameters():
-            p.requires_grad_(False)
+    # frozen (scale 0): no gradient, no update, and no backward pass through the ViT, for this fine-tuning only
+    frozen = [p for p in vqa.visual_encoder.parameters() if p.requires_grad] if scale == 0.0 else []
+    for p in frozen:
+        p.requires_grad_(False)
     groups = [{"params": [p for p in vqa.parameters() if p.requires_grad and id(p) not in vit]}]
     if scale > 0.0:
         groups.append({"params": list(vqa.visual_encoder.parameters()), "lr_scale": scale})
@@ -413,7 +414,7 @@ def finetune_vqa(vqa: BlipVQA, cfg: DemoConfig, data: TrainData, log: Log) -> di
         loss = float(out["loss"].detach())
         last = (last + [loss])[-max(1, cfg.log_every) :]
         progress.update(step, {"loss_vqa": loss}, lr)
-    for p in vqa.visual_encoder.parameters():  # a frozen ViT is frozen for this fine-tuning only
+    for p in frozen:  # only the parameters this fine-tuning froze
         p.requires_grad_(True)
     vqa.eval()
     return {"steps": cfg.vqa_steps, "seconds": progress.seconds, "final_loss_vqa": sum(last) / len(last)}
