@@ -388,9 +388,9 @@ def _vit_stage(dcfg: Any, root: Path, clean: list[dict[str, Any]], folder: Path,
     against and never reach training. Its ViT weights go to ``folder/vit.safetensors`` (reused while the settings
     and the clean set are the same). Returns ``{"steps", "seconds", "digest", "reused", ...}``; ``digest`` names
     the weights (``None`` when ``dcfg.vit_steps`` is 0: both models start from random weights)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save as safetensors_bytes
 
-    from openblip.capfilt.store import atomic_write_json
+    from openblip.capfilt.store import atomic_write_bytes, atomic_write_json
     from openblip.demo.train import build_pretrain_model, pretrain_vit
 
     if dcfg.vit_steps <= 0:
@@ -411,9 +411,8 @@ def _vit_stage(dcfg: Any, root: Path, clean: list[dict[str, Any]], folder: Path,
     model = build_pretrain_model(dcfg)
     stats = pretrain_vit(model, dcfg, data, log)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "vit.safetensors.tmp"
-    save_file({k: v.contiguous() for k, v in model.visual_encoder.state_dict().items()}, str(tmp))
-    tmp.replace(folder / "vit.safetensors")
+    state = {k: v.contiguous() for k, v in model.visual_encoder.state_dict().items()}
+    atomic_write_bytes(folder / "vit.safetensors", safetensors_bytes(state))
     stats = {**stats, "scenes": len(data.captions), "digest": digest}
     atomic_write_json(done, stats)
     return {**stats, "reused": False}
