@@ -266,6 +266,27 @@ def test_vqa_generate_matches_original_semantics():
     assert got == [vqa.tokenizer.decode(s, skip_special_tokens=True) for s in out.sequences.tolist()]
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "bfloat16-vision", "float16"])
+def test_16_bit_dtype_warns_on_a_cpu_without_native_support(monkeypatch, dtype):
+    """A CPU without AVX-512 BF16 / AMX emulates 16-bit matmuls ~100x slower than float32: asking for one there is
+    a SlowPrecisionWarning naming the dtype; with native support, or for float32, nothing is said."""
+    import warnings
+
+    import openblip.checkpoint as ckpt
+
+    support = {"native": False}
+    monkeypatch.setattr(ckpt, "cpu_supports", lambda d: d == torch.float32 or support["native"])
+    with pytest.warns(ckpt.SlowPrecisionWarning, match=dtype):
+        ckpt.set_precision(tiny_model("caption", seed=1), dtype)
+    support["native"] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ckpt.set_precision(tiny_model("caption", seed=1), dtype)
+        support["native"] = False
+        ckpt.set_precision(tiny_model("caption", seed=1), "float32")
+        ckpt.set_precision(tiny_model("caption", seed=1), None)
+
+
 def test_vision_only_bfloat16_precision(tmp_path):
     """``dtype="bfloat16-vision"``: the ViT in bfloat16, everything else in float32, through the loading path a
     user takes; the text side gets float32 tokens, so the caption equals float32 decoding of the bf16 ViT's tokens,
