@@ -12,7 +12,7 @@ from click.testing import CliRunner
 import openblip
 import openblip.demo
 from openblip.cli import main
-from openblip.demo import METRIC_KEYS, preset_config
+from openblip.demo import METRIC_KEYS, DemoConfig, preset_config
 from openblip.demo.data import flip_batch
 from openblip.demo.train import lr_at
 from openblip.models.blip import create_model
@@ -599,8 +599,22 @@ def test_object_pooling_covers_each_object_and_mirrors_with_the_flip():
     assert grid[0, :, 5:].sum() == 0 and grid[1, :, :3].sum() == 0  # nothing from the other object's side
     mirrored, _ = object_pooling(objects, grid=8, flipped=True)
     torch.testing.assert_close(mirrored.view(2, 8, 8), grid.flip(-1))
-    tiny, _ = object_pooling([(0.5, 0.5, 0.01, 0, 0, 0)], grid=8, flipped=False)  # smaller than a patch centre gap
-    assert tiny.sum() == 1 and int((tiny > 0).sum()) == 1
+    tiny, _ = object_pooling([(0.52, 0.47, 0.01, 0, 0, 0)], grid=8, flipped=False)  # no patch centre in its box
+    assert tiny.sum() == 1 and tiny.view(8, 8)[3, 4] == 1  # the patch under its centre
+    assert int((grid[0] > 0).sum()) == 4 and grid[0, 3:5, 1:3].min() == 0.25  # centre on a corner: the 4 around it
+    # a large object: only the patches whose centres lie within 0.75 of its radius from its centre, not the corners
+    # of its bounding box (background for a circle); centres 0.0625 + 0.125 k, object at (0.5, 0.5), radius 0.4
+    big, _ = object_pooling([(0.5, 0.5, 0.4, 0, 0, 0)], grid=8, flipped=False, core=0.75)
+    picked = (big.view(8, 8) > 0).nonzero().tolist()
+    centres = [((r + 0.5) / 8, (c + 0.5) / 8) for r, c in picked]
+    assert all((y - 0.5) ** 2 + (x - 0.5) ** 2 <= 0.3**2 for y, x in centres)
+    assert sorted(map(tuple, picked)) == [(r, c) for r in range(2, 6) for c in range(2, 6)]  # [2, 2]: 0.265 away
+    assert torch.allclose(big[big > 0], torch.full((16,), 1 / 16))  # [1, 3] (0.32 away) and the box corners are out
+    box, _ = object_pooling([(0.5, 0.5, 0.4, 0, 0, 0)], grid=8, flipped=False)  # the default: its bounding box
+    assert ((box.view(8, 8) > 0).nonzero().tolist()) == [[r, c] for r in range(1, 7) for c in range(1, 7)]
+    for core in (None, 0.75):  # with either rule, a small object between patch centres pools the nearest ones
+        small, _ = object_pooling([(0.52, 0.47, 0.05, 0, 0, 0)], grid=8, flipped=False, core=core)
+        assert small.view(8, 8)[3, 4] == 1
 
 
 def test_supervised_vit_stage_uses_each_scenes_own_objects(tmp_path):
@@ -625,3 +639,22 @@ def test_supervised_vit_stage_uses_each_scenes_own_objects(tmp_path):
     changed = {k for k, v in model.state_dict().items() if not torch.equal(before[k], v)}
     assert changed and all(k.startswith("visual_encoder.") for k in changed)  # only the ViT (heads discarded)
     assert pretrain_vit(model, cfg.replace(vit_steps=0), data, lines.append) == {"steps": 0, "seconds": 0.0}
+
+
+def test_supervised_vit_stage_pools_the_box_or_the_core_as_configured(tmp_path, monkeypatch):
+    import openblip.demo.train as train
+    from openblip.demo.data import load_train, prepare_world
+
+    cfg = preset_config("quick", out=tmp_path, vit_steps=1).replace(**TINY)
+    info, _ = prepare_world(tmp_path / "world", cfg.n_train, cfg.n_test, cfg.image_size, cfg.seed)
+    data = load_train(info)
+    seen = []
+    real = train.object_pooling
+    monkeypatch.setattr(train, "object_pooling", lambda *a: seen.append(a[3]) or real(*a))
+    for pool, core in (("box", None), ("core", 0.75)):
+        seen.clear()
+        train.pretrain_vit(train.build_pretrain_model(cfg), cfg.replace(vit_pool=pool), data, lambda m: None)
+        assert seen and set(seen) == {core}, pool
+    assert DemoConfig().vit_pool == "box" and preset_config("quick").vit_pool == "box"
+    with pytest.raises(ValueError, match="vit_pool"):
+        train.pretrain_vit(train.build_pretrain_model(cfg), cfg.replace(vit_pool="disc"), data, lambda m: None)

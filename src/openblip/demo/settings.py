@@ -69,6 +69,9 @@ class DemoConfig:
     # shape, colour and size from the patch tokens under it. BLIP starts from an ImageNet-trained ViT; from random
     # weights the demo's ViT learns colour and size but not shape in the pre-training budgets (README)
     vit_steps: int = 0
+    # which patches name an object in that stage (openblip.demo.train.object_pooling): "box", those under its
+    # bounding box, or "core", those within 0.75 of its radius from its centre
+    vit_pool: str = "box"
 
     # pre-training (ITC + ITM + LM, PretrainObjective)
     steps: int = 800

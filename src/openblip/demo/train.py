@@ -144,17 +144,28 @@ class _Progress:
         return time.perf_counter() - self.start
 
 
-def object_pooling(objects: list[tuple], grid: int, flipped: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per object of a scene: mean-pooling weights over the ``grid x grid`` patch tokens whose centres lie inside the
-    object's bounding box (the patch under its centre if none does), ``[K, grid * grid]``, and its labels
-    ``[K, 3]`` (shape, colour, size indices). ``flipped``: for the horizontally mirrored image."""
+def object_pooling(
+    objects: list[tuple], grid: int, flipped: bool, core: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per object of a scene: mean-pooling weights over ``grid x grid`` patch tokens, ``[K, grid * grid]``, and its
+    labels ``[K, 3]`` (shape, colour, size indices). ``flipped``: for the horizontally mirrored image.
+
+    ``core=None``: the patches whose centres lie inside the object's bounding box; ``core=c``: those within ``c`` x
+    its radius of its centre (a box's corners are background, and for a circle or a triangle a quarter of the box or
+    more). Either way, when no patch centre qualifies, the patch under the object's centre (on a patch border, all
+    those it touches, so that the mirrored image pools the mirrored patches)."""
     centres = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
     weights, labels = [], []
     for x, y, r, shape, colour, size in objects:
         x = 1.0 - x if flipped else x
-        inside = ((centres - y).abs() <= r)[:, None] & ((centres - x).abs() <= r)[None, :]
+        dy, dx = (centres - y)[:, None], (centres - x)[None, :]
+        dist2 = dy**2 + dx**2
+        if core is None:
+            inside = (dy.abs() <= r) & (dx.abs() <= r)
+        else:
+            inside = dist2 <= (core * r) ** 2
         if not bool(inside.any()):
-            inside[min(grid - 1, int(y * grid)), min(grid - 1, int(x * grid))] = True
+            inside = dist2 <= dist2.min() + 1e-6
         weights.append(inside.flatten().float() / inside.sum())
         labels.append((shape, colour, size))
     return torch.stack(weights), torch.tensor(labels, dtype=torch.long)
@@ -162,13 +173,17 @@ def object_pooling(objects: list[tuple], grid: int, flipped: bool) -> tuple[torc
 
 def pretrain_vit(model: BlipPretrain, cfg: DemoConfig, data: TrainData, log: Log) -> dict[str, float]:
     """The supervised ViT stage: ``cfg.vit_steps`` steps of naming each object's shape, colour and size from the
-    mean of the patch tokens under its bounding box (three linear heads, discarded afterwards; cross-entropy,
+    mean of the patch tokens under it (``cfg.vit_pool``: its bounding box, or its core, see :func:`object_pooling`;
+    three linear heads, discarded afterwards; cross-entropy,
     AdamW at ``cfg.lr`` with a 5% warm-up and a cosine decay; flips as pre-training). BLIP starts from an
     ImageNet-trained ViT, never from random weights; this is the demo's stand-in for that starting point, on the
     train scenes' own annotations. Returns ``{"steps", "seconds", "final_loss_vit", "final_shape_acc"}``."""
     steps = int(cfg.vit_steps)
     if steps <= 0:
         return {"steps": 0, "seconds": 0.0}
+    if cfg.vit_pool not in ("box", "core"):
+        raise ValueError(f"vit_pool must be 'box' or 'core', got {cfg.vit_pool!r}")
+    core = None if cfg.vit_pool == "box" else 0.75
     if len(data.objects) != len(data.pixels):
         raise ValueError("the train data has no object annotations (TrainData.objects)")
     vit = model.visual_encoder
@@ -193,7 +208,7 @@ def pretrain_vit(model: BlipPretrain, cfg: DemoConfig, data: TrainData, log: Log
         pooled = []
         for i, f in zip(idx, flips):
             if (i, f) not in cache:
-                cache[(i, f)] = object_pooling(data.objects[i], grid, f)
+                cache[(i, f)] = object_pooling(data.objects[i], grid, f, core)
             pooled.append(cache[(i, f)])
         owner = torch.cat([torch.full((len(p[1]),), b) for b, p in enumerate(pooled)])
         weights = torch.cat([p[0] for p in pooled])
