@@ -574,7 +574,8 @@ def test_demo_preset_merges_pretrain_overrides():
 
 @pytest.mark.slow
 def test_demo_quick_runs_end_to_end(tmp_path):
-    """`openblip capfilt --demo --quick` end to end (about 8 minutes on 2 shared CPU cores, 1 thread).
+    """`openblip capfilt --demo --quick` end to end (1 thread; about 8 minutes on the 2-core AVX-512 machine, 16.5 on
+    a 2-core AVX2 one).
 
     NOT the issue's bars: none of them holds for `--quick`; for the default `--demo` the bootstrapped model beats the
     noisy one on held-out retrieval with seeds 0 and 1 but none of the three filter bars holds (measured values in
