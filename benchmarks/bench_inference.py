@@ -456,8 +456,8 @@ def main() -> None:
 
     # without AVX-512 BF16 / AMX, PyTorch emulates bfloat16 products (~100x slower than float32 on an AVX2 machine):
     # a 2048^3 product alone would take minutes and the bfloat16 rows would measure the emulation, not openblip
-    run_bf16 = cpu_supports(torch.bfloat16) or args.force_bf16
     results["native_bf16"] = cpu_supports(torch.bfloat16)
+    run_bf16 = results["native_bf16"] or args.force_bf16
     results["gemm_gflops_fp32"] = gemm_peak(torch.float32)
     results["gemm_gflops_bf16"] = gemm_peak(torch.bfloat16) if run_bf16 else float("nan")
     results["gemm_gflops_fp32_onednn"] = gemm_peak_onednn()

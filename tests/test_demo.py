@@ -601,7 +601,12 @@ def test_object_pooling_covers_each_object_and_mirrors_with_the_flip():
     torch.testing.assert_close(mirrored.view(2, 8, 8), grid.flip(-1))
     tiny, _ = object_pooling([(0.52, 0.47, 0.01, 0, 0, 0)], grid=8, flipped=False)  # no patch centre in its box
     assert tiny.sum() == 1 and tiny.view(8, 8)[3, 4] == 1  # the patch under its centre
-    assert int((grid[0] > 0).sum()) == 4 and grid[0, 3:5, 1:3].min() == 0.25  # centre on a corner: the 4 around it
+    # a centre exactly on a patch corner with no patch centre in its core: the 4 patches around it, mirrored with
+    # the image (taking the one "under" it by rounding down picked column 2 here and column 6, not 5, mirrored)
+    corner, _ = object_pooling([(0.25, 0.5, 0.01, 0, 0, 0)], grid=8, flipped=False, core=0.75)
+    assert (corner.view(8, 8) > 0).nonzero().tolist() == [[3, 1], [3, 2], [4, 1], [4, 2]] and corner.max() == 0.25
+    corner_flipped, _ = object_pooling([(0.25, 0.5, 0.01, 0, 0, 0)], grid=8, flipped=True, core=0.75)
+    torch.testing.assert_close(corner_flipped.view(8, 8), corner.view(8, 8).flip(-1))
     # a large object: only the patches whose centres lie within 0.75 of its radius from its centre, not the corners
     # of its bounding box (background for a circle); centres 0.0625 + 0.125 k, object at (0.5, 0.5), radius 0.4
     big, _ = object_pooling([(0.5, 0.5, 0.4, 0, 0, 0)], grid=8, flipped=False, core=0.75)

@@ -27,6 +27,7 @@ import os
 import pickle
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -487,9 +488,10 @@ def set_precision(model: nn.Module, dtype: torch.dtype | str | None, device: str
         vision.to(dtype=VISION_ONLY_DTYPES[dtype])
         _warn_if_emulated(vision, VISION_ONLY_DTYPES[dtype], dtype)
         return model
-    model = model.to(device=device, dtype=_dtype(dtype))
-    if dtype is not None:
-        _warn_if_emulated(model, _dtype(dtype), dtype)
+    target = _dtype(dtype)
+    model = model.to(device=device, dtype=target)
+    if target is not None:
+        _warn_if_emulated(model, target, dtype)
     return model
 
 
@@ -511,8 +513,6 @@ def _warn_if_emulated(module: nn.Module, dtype: torch.dtype, name: object) -> No
     param = next(module.parameters(), None)
     if param is None or param.device.type != "cpu" or cpu_supports(dtype):
         return
-    import warnings
-
     warnings.warn(
         f"dtype {name!r}: this CPU has no native {str(dtype).removeprefix('torch.')} matrix multiply (AVX-512 BF16 / "
         "AMX / AVX-512 FP16), so PyTorch emulates it and the model runs many times slower than in float32 (a "
